@@ -666,7 +666,9 @@ struct loader {
       bool used_default = false;
       cfg.denied_cidrs = cidr_list(*x, "denied_cidrs", true, &used_default);
       cfg.denied_cidrs_default = used_default;
-      if (!used_default)
+      // A rendered proxy file lists the ranges expanded; only hand-written deployment
+      // configs are warned that they dropped the built-in list.
+      if (!used_default && deployment)
         r.warning(x->Mark(), "denied_cidrs",
                   "the built-in denied ranges are not included; add \"default\" to the list to keep them");
     } else {
