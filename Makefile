@@ -38,12 +38,16 @@ policies: build
 	  rel=$${c#config/}; out=policies/$${rel%.yaml}; \
 	  $(GEN) render --config $$c --out $$out --quiet; echo "rendered $$c -> $$out/"; \
 	done
+	@$(GEN) chart --config config/wikifunctions.yaml --chart charts/wikifunctions
+	@echo "rendered config/wikifunctions.yaml -> charts/wikifunctions/{templates,files}/"
 
 check-policies: build
 	@set -e; for c in $(CONFIGS); do \
 	  rel=$${c#config/}; out=policies/$${rel%.yaml}; \
 	  $(GEN) render --check --config $$c --out $$out; \
-	done; echo "policies/ is up to date"
+	done
+	@$(GEN) chart --check --config config/wikifunctions.yaml --chart charts/wikifunctions
+	@echo "policies/ and charts/wikifunctions are up to date"
 
 validate-policies:
 	@if [ -f $(SHARED)/tools/validate_manifests.py ]; then \

@@ -61,7 +61,9 @@ int main(int argc, char** argv) {
       return 1;
     }
     auto t1 = std::chrono::steady_clock::now();
-    auto files = egress::gen::render(*cfg, {"bench.yaml", 100});
+    egress::gen::render_options opts;
+    opts.source = "bench.yaml";
+    auto files = egress::gen::render(*cfg, opts);
     auto t2 = std::chrono::steady_clock::now();
     bytes = 0;
     for (const auto& f : files) bytes += f.content.size();

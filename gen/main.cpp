@@ -16,11 +16,13 @@ namespace {
 constexpr std::string_view usage_text =
     "usage: egress-gen --check-config FILE\n"
     "       egress-gen render --config FILE --out DIR [--check] [--quiet]\n"
+    "       egress-gen chart --config FILE --chart DIR [--check]\n"
     "\n"
     "  --check-config FILE  validate FILE, print every problem, exit 2 if any\n"
     "  render               write networkpolicies.yaml, calico.yaml and proxy.yaml into DIR\n"
     "    --check            write nothing; exit 1 naming the files in DIR that are stale\n"
-    "    --quiet            do not print the summary\n";
+    "    --quiet            do not print the summary\n"
+    "  chart                write the Helm-templated policies into DIR/templates and DIR/files\n";
 
 int usage(std::string_view why) {
   std::cerr << "egress-gen: " << why << "\n" << usage_text;
@@ -55,24 +57,26 @@ int main(int argc, char** argv) {
     std::cout << args[1] << ": ok\n";
     return 0;
   }
-  if (args[0] != "render") return usage("unknown command \"" + std::string(args[0]) + "\"");
+  if (args[0] != "render" && args[0] != "chart") return usage("unknown command \"" + std::string(args[0]) + "\"");
+  const bool chart = args[0] == "chart";
 
   std::string config_path, out_dir;
   bool check = false, quiet = false;
   for (std::size_t i = 1; i < args.size(); ++i) {
     if (args[i] == "--config" && i + 1 < args.size()) config_path = args[++i];
-    else if (args[i] == "--out" && i + 1 < args.size()) out_dir = args[++i];
+    else if (args[i] == (chart ? "--chart" : "--out") && i + 1 < args.size()) out_dir = args[++i];
     else if (args[i] == "--check") check = true;
     else if (args[i] == "--quiet") quiet = true;
     else return usage("unknown or incomplete option \"" + std::string(args[i]) + "\"");
   }
-  if (config_path.empty() || out_dir.empty()) return usage("render needs --config FILE and --out DIR");
+  if (config_path.empty() || out_dir.empty())
+    return usage(chart ? "chart needs --config FILE and --chart DIR" : "render needs --config FILE and --out DIR");
 
   auto cfg = load(config_path);
   if (!cfg) return 2;
   egress::gen::render_options opts;
   opts.source = config_path;
-  auto files = egress::gen::render(*cfg, opts);
+  auto files = chart ? egress::gen::render_chart(*cfg, opts) : egress::gen::render(*cfg, opts);
   if (check) {
     auto stale = egress::gen::stale_files(out_dir, files);
     for (const auto& f : stale) std::cerr << f << ": out of date; run `make policies`\n";
@@ -84,7 +88,7 @@ int main(int argc, char** argv) {
     std::cerr << "egress-gen: " << e.what() << '\n';
     return 1;
   }
-  if (!quiet) {
+  if (!quiet && !chart) {
     std::cout << egress::gen::summary(*cfg);
     for (const auto& f : files) std::cout << "  wrote " << out_dir << (out_dir.ends_with('/') ? "" : "/") << f.name << '\n';
   }

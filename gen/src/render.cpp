@@ -38,7 +38,8 @@ std::string object_name(std::string_view suffix) { return std::string(object_pre
 // hash so names stay unique and deterministic.
 std::string calico_name(const config& cfg, std::string_view suffix) {
   std::string name = std::string(object_prefix) + "-" + cfg.namespace_name + "-" + std::string(suffix);
-  if (name.size() <= 63) return name;
+  // A Helm template expression is measured after rendering, not here.
+  if (name.size() <= 63 || cfg.namespace_name.find("{{") != std::string::npos) return name;
   std::uint32_t h = 2166136261u;  // FNV-1a of the namespace
   for (char c : cfg.namespace_name) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
   char hex[9];
@@ -62,18 +63,19 @@ node match_labels(const label_map& m) {
   return n;
 }
 
-node object_labels() {
+node object_labels(const render_options& opts) {
   node n = node::map();
   n.set("app.kubernetes.io/managed-by", node::str("egress-gen"));
   n.set("app.kubernetes.io/part-of", node::str(std::string(object_prefix)));
+  for (const auto& [k, v] : opts.extra_labels) n.set(k, node::str(v));
   return n;
 }
 
-node metadata(std::string name, const std::string* ns) {
+node metadata(std::string name, const std::string* ns, const render_options& opts) {
   node m = node::map();
   m.set("name", node::str(std::move(name)));
   if (ns) m.set("namespace", node::str(*ns));
-  m.set("labels", object_labels());
+  m.set("labels", object_labels(opts));
   return m;
 }
 
@@ -197,7 +199,8 @@ node upstream_rule(const config& cfg) {
   return node::map().set("to", upstream_peers(cfg)).set("ports", k8s_ports(ports));
 }
 
-node network_policy(const config& cfg, std::string name, const label_map& selector, node ingress, node egress) {
+node network_policy(const config& cfg, const render_options& opts, std::string name, const label_map& selector,
+                    node ingress, node egress) {
   node spec = node::map();
   spec.set("podSelector", match_labels(selector));
   spec.set("policyTypes", node::str_seq({"Ingress", "Egress"}));
@@ -206,7 +209,7 @@ node network_policy(const config& cfg, std::string name, const label_map& select
   node doc = node::map();
   doc.set("apiVersion", node::str("networking.k8s.io/v1"));
   doc.set("kind", node::str("NetworkPolicy"));
-  doc.set("metadata", metadata(std::move(name), &cfg.namespace_name));
+  doc.set("metadata", metadata(std::move(name), &cfg.namespace_name, opts));
   doc.set("spec", std::move(spec));
   return doc;
 }
@@ -297,9 +300,9 @@ constexpr std::string_view denied_set_key = "egress-guard.io/address-set";
 
 }  // namespace
 
-std::vector<node> network_policies(const config& cfg) {
+std::vector<node> network_policies(const config& cfg, const render_options& opts) {
   std::vector<node> docs;
-  docs.push_back(network_policy(cfg, object_name("default-deny"), {}, node::seq(), node::seq()));
+  docs.push_back(network_policy(cfg, opts, object_name("default-deny"), {}, node::seq(), node::seq()));
   for (const auto& w : cfg.workloads) {
     node ingress = node::seq();
     for (const auto& sp : w.ports) {
@@ -320,7 +323,7 @@ std::vector<node> network_policies(const config& cfg) {
         egress.push(upstream_rule(cfg));
       }
     }
-    docs.push_back(network_policy(cfg, object_name(w.name), w.selector, std::move(ingress), std::move(egress)));
+    docs.push_back(network_policy(cfg, opts, object_name(w.name), w.selector, std::move(ingress), std::move(egress)));
   }
   if (gateway(cfg)) {
     node from = node::seq();
@@ -331,7 +334,7 @@ std::vector<node> network_policies(const config& cfg) {
     node egress = node::seq();
     egress.push(dns_rule(cfg));
     egress.push(upstream_rule(cfg));
-    docs.push_back(network_policy(cfg, object_name("egress-proxy"), cfg.proxy.selector, std::move(ingress), std::move(egress)));
+    docs.push_back(network_policy(cfg, opts, object_name("egress-proxy"), cfg.proxy.selector, std::move(ingress), std::move(egress)));
   }
   return docs;
 }
@@ -345,7 +348,7 @@ std::vector<node> calico_objects(const config& cfg, const render_options& opts) 
   {
     std::vector<std::string> nets;
     for (const auto& b : denied.blocks()) nets.push_back(b.to_string());
-    node labels = object_labels();
+    node labels = object_labels(opts);
     labels.set(std::string(denied_set_key), node::str(denied_set_label(cfg)));
     node doc = node::map();
     doc.set("apiVersion", node::str("projectcalico.org/v3"));
@@ -370,7 +373,7 @@ std::vector<node> calico_objects(const config& cfg, const render_options& opts) 
     node doc = node::map();
     doc.set("apiVersion", node::str("projectcalico.org/v3"));
     doc.set("kind", node::str("GlobalNetworkPolicy"));
-    doc.set("metadata", metadata(calico_name(cfg, suffix), nullptr));
+    doc.set("metadata", metadata(calico_name(cfg, suffix), nullptr, opts));
     doc.set("spec", std::move(spec));
     return doc;
   };
@@ -493,13 +496,41 @@ std::vector<rendered_file> render(const config& cfg, const render_options& opts)
   std::vector<rendered_file> files;
   files.push_back({"networkpolicies.yaml",
                    header(opts, "Kubernetes NetworkPolicies for namespace " + cfg.namespace_name) +
-                       documents(network_policies(cfg))});
+                       documents(network_policies(cfg, opts))});
   files.push_back({"calico.yaml", header(opts, "Calico projectcalico.org/v3 policies for namespace " + cfg.namespace_name) +
                                       documents(calico_objects(cfg, opts))});
   if (cfg.has_proxy)
     files.push_back({"proxy.yaml", header(opts, "egress-proxy configuration (load with egress-proxy --config)") +
                                        proxy_config(cfg, opts).emit()});
   return files;
+}
+
+std::vector<rendered_file> render_chart(const config& cfg, const render_options& opts) {
+  render_options chart_opts = opts;
+  chart_opts.extra_labels.emplace("app.kubernetes.io/instance", "{{ .Release.Name }}");
+  config sidecar = cfg;
+  sidecar.namespace_name = "{{ .Release.Namespace }}";
+  sidecar.proxy.mode = proxy_mode::sidecar;
+  sidecar.proxy.selector.clear();
+  config gw = sidecar;
+  gw.proxy.mode = proxy_mode::gateway;
+  gw.proxy.selector = {{"app.kubernetes.io/name", "egress-proxy"}};
+  std::string note = "\n# Helm template: namespace and instance label follow the release; "
+                     ".Values.proxy.mode picks the objects.\n";
+  std::string np = header(opts, "Kubernetes NetworkPolicies (Helm template)") + note +
+                   "{{- if eq .Values.proxy.mode \"sidecar\" }}\n" + documents(network_policies(sidecar, chart_opts)) +
+                   "{{- else }}\n" + documents(network_policies(gw, chart_opts)) + "{{- end }}\n";
+  std::string calico = header(opts, "Calico projectcalico.org/v3 policies (Helm template)") + note +
+                       "{{- if .Values.calico.enabled }}\n{{- if eq .Values.proxy.mode \"sidecar\" }}\n" +
+                       documents(calico_objects(sidecar, chart_opts)) + "{{- else }}\n" +
+                       documents(calico_objects(gw, chart_opts)) + "{{- end }}\n{{- end }}\n";
+  config proxy_cfg = cfg;
+  proxy_cfg.proxy.mode = proxy_mode::sidecar;
+  proxy_cfg.proxy.selector.clear();
+  std::string proxy = header(opts, "egress-proxy configuration for the chart's ConfigMap") + proxy_config(proxy_cfg, opts).emit();
+  return {{"templates/networkpolicies.yaml", std::move(np)},
+          {"templates/calico.yaml", std::move(calico)},
+          {"files/proxy.yaml", std::move(proxy)}};
 }
 
 std::string summary(const config& cfg) {
@@ -553,7 +584,8 @@ void write_files(const std::string& dir, const std::vector<rendered_file>& files
   fs::create_directories(dir);
   for (const auto& f : files) {
     fs::path target = fs::path(dir) / f.name;
-    std::string tmpl = (fs::path(dir) / ("." + f.name + ".XXXXXX")).string();
+    fs::create_directories(target.parent_path());
+    std::string tmpl = (target.parent_path() / ("." + target.filename().string() + ".XXXXXX")).string();
     int fd = ::mkstemp(tmpl.data());
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "create " + tmpl);
     const char* p = f.content.data();
@@ -583,10 +615,14 @@ void write_files(const std::string& dir, const std::vector<rendered_file>& files
       throw std::system_error(e, std::generic_category(), "rename to " + target.string());
     }
   }
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
+  std::set<fs::path> dirs;
+  for (const auto& f : files) dirs.insert((fs::path(dir) / f.name).parent_path());
+  for (const auto& d : dirs) {
+    int dfd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
   }
 }
 

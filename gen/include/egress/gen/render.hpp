@@ -25,6 +25,8 @@ struct render_options {
   /// Calico GlobalNetworkPolicy order of the deny policies; must be below 1000, the
   /// order at which Calico evaluates Kubernetes NetworkPolicies in the default tier.
   int calico_order = 100;
+  /// Labels added to every object's metadata.labels (e.g. the Helm release instance).
+  common::label_map extra_labels;
 };
 
 /// Prefix of every object name and the value of the `app.kubernetes.io/part-of` label.
@@ -39,7 +41,7 @@ inline constexpr std::string_view object_prefix = "egress-guard";
 /// allowlisted ports; in gateway mode, the proxy pods on the proxy port); in gateway mode,
 /// one policy for the proxy pods (ingress from `proxy` workloads, egress DNS + upstreams).
 /// Source: Kubernetes API reference, NetworkPolicy v1 (networking.k8s.io).
-std::vector<node> network_policies(const common::config& cfg);
+std::vector<node> network_policies(const common::config& cfg, const render_options& opts = {});
 
 /// calico.yaml: projectcalico.org/v3 objects: the GlobalNetworkSet of effective denied
 /// ranges; a GlobalNetworkPolicy at `calico_order` applied to every pod of the namespace
@@ -61,6 +63,15 @@ std::vector<rendered_file> render(const common::config& cfg, const render_option
 
 /// A short human summary of what the rendered policies allow, per workload.
 std::string summary(const common::config& cfg);
+
+/// The Helm variant for charts/<name>/: templates/networkpolicies.yaml (sidecar objects
+/// under `{{- if eq .Values.proxy.mode "sidecar" }}`, gateway objects, with the proxy pods
+/// selected by `app.kubernetes.io/name: egress-proxy`, under `{{- else }}`),
+/// templates/calico.yaml (the same split, all under `{{- if .Values.calico.enabled }}`) and
+/// files/proxy.yaml. The namespace is `{{ .Release.Namespace }}` wherever it appears and
+/// every object carries `app.kubernetes.io/instance: {{ .Release.Name }}`.
+/// Errors: none for a validated config.
+std::vector<rendered_file> render_chart(const common::config& cfg, const render_options& opts);
 
 /// Writes each file to `dir` atomically (temporary file in `dir`, fsync, rename), creating
 /// `dir` if needed. Throws std::system_error on I/O failure; files already renamed stay.
