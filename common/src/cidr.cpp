@@ -334,6 +334,7 @@ const std::vector<denied_range>& default_denied_ranges() {
       {"::ffff:0:0/96", "IPv4-mapped (RFC 4291)"},
       {"64:ff9b:1::/48", "local-use IPv4/IPv6 translation (RFC 8215)"},
       {"100::/64", "discard-only (RFC 6666)"},
+      {"100:0:0:1::/64", "dummy IPv6 prefix (RFC 9780)"},
       {"2001::/23", "IETF protocol assignments incl. Teredo (RFC 2928, RFC 4380)"},
       {"2001:db8::/32", "documentation (RFC 3849)"},
       {"3fff::/20", "documentation (RFC 9637)"},

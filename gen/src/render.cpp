@@ -174,8 +174,12 @@ common::cidr_set ip_level_denied(const config& cfg) {
 
 // ipBlock peers for the upstream ranges: each upstream CIDR minus the denied ranges
 // inside it, then the allow overrides (NetworkPolicy peers are additive).
+// IPv4-mapped blocks (::ffff:0:0/96) are left out of `except`: Kubernetes' strict CIDR
+// validation (KEP-4858) rejects IPv4-mapped values in ipBlock fields, and a connection to
+// ::ffff:a.b.c.d leaves the pod as IPv4, where the IPv4 excepts apply.
 node upstream_peers(const config& cfg) {
   common::cidr_set denied = ip_level_denied(cfg);
+  denied.remove(*common::parse_cidr("::ffff:0:0/96"));
   node to = node::seq();
   const common::cidr_set upstream(cfg.upstream_cidrs);
   for (const auto& u : upstream.blocks()) {
@@ -394,7 +398,18 @@ std::vector<node> calico_objects(const config& cfg, const render_options& opts) 
         allow_rules(egress, src, proxy_pods, {{"TCP", cfg.proxy.port}});
       }
     }
-    if (gateway(cfg)) dns_allow_rules(cfg, egress, calico_selector(cfg.proxy.selector));
+    if (gateway(cfg)) {
+      dns_allow_rules(cfg, egress, calico_selector(cfg.proxy.selector));
+      // Gateway mode enforces the allowlist: a proxied workload's only way out is the
+      // proxy, so everything else it sends is denied here, ahead of any Kubernetes
+      // NetworkPolicy that might allow more.
+      for (const auto* w : proxied(cfg)) {
+        node rule = node::map();
+        rule.set("action", node::str("Deny"));
+        rule.set("source", node::map().set("selector", node::str(calico_selector(w->selector))));
+        egress.push(std::move(rule));
+      }
+    }
     const std::string set_selector = std::string(denied_set_key) + " == '" + denied_set_label(cfg) + "'";
     for (int version : {4, 6}) {
       node rule = node::map();

@@ -46,7 +46,8 @@ std::vector<node> network_policies(const common::config& cfg, const render_optio
 /// calico.yaml: projectcalico.org/v3 objects: the GlobalNetworkSet of effective denied
 /// ranges; a GlobalNetworkPolicy at `calico_order` applied to every pod of the namespace
 /// that first allows the in-cluster paths the config allows (DNS, egress peers, proxy)
-/// and then denies the set (IPv4 and IPv6 in separate rules); a GlobalNetworkPolicy at
+/// and then denies the set (IPv4 and IPv6 in separate rules) and, in gateway mode, every
+/// other egress of `proxy` workloads (the proxy is their only way out); a GlobalNetworkPolicy at
 /// the same order denying all egress of `none` workloads; and a default deny for the
 /// namespace without an order (evaluated after Kubernetes NetworkPolicies) keeping DNS
 /// for the workloads that have it.
