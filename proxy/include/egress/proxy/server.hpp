@@ -1,0 +1,55 @@
+#pragma once
+/// egress-proxy's server: the proxy listener (CONNECT and absolute-form HTTP/1.x), the
+/// admin listener (/healthz, /readyz, /metrics), signals (SIGTERM drain, SIGHUP reload)
+/// and the per-connection sessions.
+///
+/// Concurrency: everything runs on one io_context thread; sessions are coroutines, one
+/// per client connection, holding a shared_ptr to the config snapshot they started with,
+/// so a reload never changes a request in flight.
+
+#include "egress/common/config.hpp"
+#include "egress/proxy/metrics.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace egress::proxy {
+
+/// Command-line overrides of the config's listen addresses.
+struct server_options {
+  std::string config_path;
+  std::optional<boost::asio::ip::tcp::endpoint> listen;  ///< --listen ADDR:PORT (port 0: any free port)
+  std::optional<boost::asio::ip::tcp::endpoint> admin;   ///< --admin ADDR:PORT
+};
+
+/// Parses "ADDR:PORT" or "[V6]:PORT" into an endpoint; nullopt when malformed.
+std::optional<boost::asio::ip::tcp::endpoint> parse_endpoint(std::string_view text);
+
+class server_impl;
+
+/// The running proxy. Construct, `start()`, then run the io_context; `run()` returns when
+/// a SIGTERM/SIGINT drain has finished.
+class server {
+public:
+  /// Takes an already validated config. Throws boost::system::system_error when a
+  /// listener cannot be bound (startup only).
+  server(boost::asio::io_context& io, server_options opts, common::config cfg);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// Binds both listeners, logs a "listening" event naming the bound addresses (port 0
+  /// resolved), installs signal handlers and starts accepting.
+  void start();
+  boost::asio::ip::tcp::endpoint proxy_endpoint() const;
+  boost::asio::ip::tcp::endpoint admin_endpoint() const;
+
+private:
+  std::shared_ptr<server_impl> impl_;
+};
+
+}  // namespace egress::proxy

@@ -1,0 +1,92 @@
+#include "egress/proxy/acl.hpp"
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+namespace egress::proxy {
+
+int status_for(std::string_view reason) noexcept {
+  using entry = std::pair<std::string_view, int>;
+  static constexpr std::array<entry, 24> table{{
+      {"allowed", 200},
+      {"host_not_allowed", 403},
+      {"ip_literal_not_allowed", 403},
+      {"port_not_allowed", 403},
+      {"address_denied", 403},
+      {"address_not_allowed", 403},
+      {"sni_mismatch", 403},
+      {"sni_missing", 403},
+      {"ech_present", 403},
+      {"headers_too_large", 431},
+      {"too_many_fields", 431},
+      {"header_timeout", 408},
+      {"dns_not_found", 502},
+      {"dns_failure", 502},
+      {"dns_refused", 502},
+      {"connect_failed", 502},
+      {"connect_refused", 502},
+      {"dns_timeout", 504},
+      {"connect_timeout", 504},
+      {"draining", 503},
+      {"too_many_connections", 503},
+      {"http_version_not_supported", 505},
+      {"bad_upstream_response", 502},
+      {"upstream_timeout", 504},
+  }};
+  for (const auto& [r, s] : table)
+    if (r == reason) return s;
+  // Request-head and host-syntax reasons are malformed requests.
+  if (reason.starts_with("host_") || reason.starts_with("bad_") || reason.starts_with("te_") ||
+      reason.starts_with("cl_") || reason.starts_with("content_length") || reason == "origin_form" ||
+      reason == "userinfo_in_target" || reason == "obs_fold" || reason == "host_missing" ||
+      reason == "host_duplicate" || reason == "host_mismatch" || reason == "https_absolute_form" ||
+      reason == "asterisk_form" || reason == "fragment_in_target" || reason == "bare_lf")
+    return 400;
+  return 403;
+}
+
+decision check_target(const std::vector<common::allow_entry>& allowlist, const common::host& host,
+                      std::uint16_t port) noexcept {
+  bool name_matched = false;
+  for (const auto& e : allowlist) {
+    if (!e.pattern.matches(host)) continue;
+    name_matched = true;
+    if (std::binary_search(e.ports.begin(), e.ports.end(), port)) return decision::allow();
+  }
+  if (name_matched) return decision::deny("port_not_allowed");
+  return decision::deny(host.is_ip() ? "ip_literal_not_allowed" : "host_not_allowed");
+}
+
+address_filter_result filter_addresses(const common::upstream_policy& policy,
+                                       const std::vector<boost::asio::ip::address>& addresses) {
+  address_filter_result out;
+  out.allowed.reserve(addresses.size());
+  for (const auto& a : addresses) {
+    auto v = policy.check(a);
+    if (v.allowed) {
+      out.allowed.push_back(a);
+    } else if (out.first_reason.empty()) {
+      out.first_reason = v.reason;
+      out.first_refused = a;
+    }
+  }
+  return out;
+}
+
+decision check_sni(const hello_result& hello, const common::host& connect_host, bool allow_missing_sni,
+                   bool allow_ech) {
+  if (hello.state == hello_state::invalid) return decision::deny(hello.reason);
+  if (hello.state != hello_state::complete) return decision::deny("client_hello_incomplete");
+  if (hello.encrypted_client_hello && !allow_ech) return decision::deny("ech_present");
+  // An IP-literal CONNECT target has no SNI to send (RFC 6066 §3); the allowlist named that address.
+  if (!hello.server_name)
+    return allow_missing_sni || connect_host.is_ip() ? decision::allow() : decision::deny("sni_missing");
+  auto sni = common::normalize_host(*hello.server_name, common::host_syntax::bare);
+  if (!sni) return decision::deny("sni_invalid");
+  if (sni->is_ip()) return decision::deny("sni_ip_literal");
+  if (sni->text != connect_host.text || connect_host.is_ip()) return decision::deny("sni_mismatch");
+  return decision::allow();
+}
+
+}  // namespace egress::proxy

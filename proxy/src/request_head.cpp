@@ -1,0 +1,405 @@
+#include "egress/proxy/request_head.hpp"
+
+#include <boost/throw_exception.hpp>
+
+#include <algorithm>
+#include <cassert>
+#include <limits>
+#include <stdexcept>
+
+namespace egress::proxy {
+namespace {
+
+namespace reason = head_reason;
+
+constexpr std::uint16_t http_default_port = 80;
+
+constexpr bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+constexpr bool is_alpha(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+constexpr bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+constexpr char to_lower(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+// tchar (RFC 9110 §5.6.2).
+constexpr bool is_tchar(char c) noexcept {
+  if (is_digit(c) || is_alpha(c)) return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_token(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (!is_tchar(c)) return false;
+  return true;
+}
+
+// field-value bytes (RFC 9110 §5.5): HTAB, SP, VCHAR, obs-text. CR and LF never get here
+// (they end lines and the line scan has vetted them).
+constexpr bool is_field_value_byte(char c) noexcept {
+  const auto u = static_cast<unsigned char>(c);
+  return u == '\t' || (u >= 0x20 && u != 0x7f);
+}
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (to_lower(a[i]) != to_lower(b[i])) return false;
+  return true;
+}
+
+bool istarts_with(std::string_view s, std::string_view prefix) noexcept {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+std::string_view trim_ows(std::string_view s) noexcept {
+  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+head_error bad(std::string_view why) noexcept { return {400, why}; }
+
+// Calls `f(element)` for each non-empty element of a comma-separated list (RFC 9110
+// §5.6.1: empty elements are ignored), OWS trimmed.
+template <class F> void for_each_list_element(std::string_view list, F&& f) {
+  while (true) {
+    const std::size_t comma = list.find(',');
+    const std::string_view element = trim_ows(list.substr(0, comma));
+    if (!element.empty()) f(element);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+}
+
+// A port: 1-5 digits, 1..65535 (RFC 3986 §3.2.3 allows more digits and an empty port; we
+// do not, so "080" is the longest odd form that gets through).
+std::optional<std::uint16_t> parse_port(std::string_view s) noexcept {
+  if (s.empty() || s.size() > 5) return std::nullopt;
+  unsigned value = 0;
+  for (char c : s) {
+    if (!is_digit(c)) return std::nullopt;
+    value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (value == 0 || value > 65535) return std::nullopt;
+  return static_cast<std::uint16_t>(value);
+}
+
+// An authority split into host and port text (RFC 3986 §3.2.2-3.2.3), userinfo excluded.
+struct authority_parts {
+  std::string_view host;
+  std::optional<std::string_view> port;  // the text after ':' (possibly empty)
+};
+
+// Splits "host[:port]". nullopt when something other than ":port" follows "[...]".
+// Text with several ':' outside brackets is returned whole as the host, so that
+// `normalize_host` names it (`host_unbracketed_ipv6` or `host_invalid_character`).
+std::optional<authority_parts> split_authority(std::string_view a) noexcept {
+  if (!a.empty() && a.front() == '[') {
+    const std::size_t close = a.find(']');
+    if (close == std::string_view::npos) return authority_parts{a, std::nullopt};
+    std::string_view rest = a.substr(close + 1);
+    if (rest.empty()) return authority_parts{a, std::nullopt};
+    if (rest.front() != ':') return std::nullopt;
+    return authority_parts{a.substr(0, close + 1), rest.substr(1)};
+  }
+  const std::size_t colon = a.find(':');
+  if (colon == std::string_view::npos || a.find(':', colon + 1) != std::string_view::npos)
+    return authority_parts{a, std::nullopt};
+  return authority_parts{a.substr(0, colon), a.substr(colon + 1)};
+}
+
+boost::system::result<common::host, head_error> normalize_target_host(std::string_view text) {
+  auto h = common::normalize_host(text, common::host_syntax::uri);
+  if (!h) {
+    const auto* cat = &h.error().category();
+    // normalize_host only reports host_error; anything else would be a bug there.
+    assert(cat == &common::host_error_category());
+    (void)cat;
+    return bad(common::host_error_reason(static_cast<common::host_error>(h.error().value())));
+  }
+  return std::move(*h);
+}
+
+// Every LF must follow a CR and every CR must precede an LF (RFC 9112 §2.2: bare CR is
+// rejected; bare LF we reject too rather than accept, as the MAY there allows).
+std::optional<head_error> check_line_endings(std::string_view head) noexcept {
+  for (std::size_t i = 0; i < head.size(); ++i) {
+    if (head[i] == '\n' && (i == 0 || head[i - 1] != '\r')) return bad(reason::bare_lf);
+    if (head[i] == '\r' && (i + 1 == head.size() || head[i + 1] != '\n')) return bad(reason::bare_cr);
+  }
+  return std::nullopt;
+}
+
+// "HTTP/" DIGIT "." DIGIT (RFC 9112 §2.3), case-sensitive.
+boost::system::result<int, head_error> parse_version(std::string_view v) noexcept {
+  if (v.size() != 8 || !v.starts_with("HTTP/") || !is_digit(v[5]) || v[6] != '.' || !is_digit(v[7]))
+    return bad(reason::bad_version);
+  if (v[5] >= '2') return head_error{505, reason::version_not_supported};
+  if (v[5] != '1' || v[7] > '1') return bad(reason::bad_version);
+  return {boost::system::in_place_value, v[7] - '0'};
+}
+
+// CONNECT host:port (RFC 9112 §3.2.3, RFC 9110 §9.3.6).
+std::optional<head_error> parse_connect_target(std::string_view target, request_head& r) {
+  if (target.find('@') != std::string_view::npos) return bad(reason::userinfo_in_target);
+  if (target.find_first_of("/?") != std::string_view::npos) return bad(reason::bad_connect_target);
+  const auto parts = split_authority(target);
+  if (!parts) return bad(reason::bad_connect_target);
+  auto h = normalize_target_host(parts->host);
+  if (!h) return h.error();
+  if (!parts->port) return bad(reason::port_missing);
+  const auto port = parse_port(*parts->port);
+  if (!port) return bad(reason::bad_port);
+  r.form = request_form::connect;
+  r.host = std::move(*h);
+  r.port = *port;
+  return std::nullopt;
+}
+
+// http://host[:port][path][?query] (RFC 9112 §3.2.2, RFC 9110 §4.2.1). '#' is already out.
+std::optional<head_error> parse_absolute_target(std::string_view target, request_head& r) {
+  if (target.front() == '/') return bad(reason::origin_form);
+  if (target == "*") return bad(reason::asterisk_form);
+  const std::size_t scheme_end = target.find("://");
+  if (scheme_end == std::string_view::npos) return bad(reason::bad_target);
+  const std::string_view scheme = target.substr(0, scheme_end);
+  if (iequals(scheme, "https")) return bad(reason::https_absolute_form);
+  if (!iequals(scheme, "http")) return bad(reason::unsupported_scheme);
+
+  const std::string_view rest = target.substr(scheme_end + 3);
+  const std::size_t authority_end = std::min(rest.find_first_of("/?"), rest.size());
+  const std::string_view authority = rest.substr(0, authority_end);
+  const std::string_view path_and_query = rest.substr(authority_end);
+
+  // Userinfo is deprecated in http URIs (RFC 9110 §4.2.4) and the classic way to make a
+  // URL look like it names another host: refuse it rather than strip it.
+  if (authority.find('@') != std::string_view::npos) return bad(reason::userinfo_in_target);
+  const auto parts = split_authority(authority);
+  if (!parts) return bad(reason::bad_target);
+  auto h = normalize_target_host(parts->host);
+  if (!h) return h.error();
+  std::uint16_t port = http_default_port;
+  if (parts->port) {
+    const auto p = parse_port(*parts->port);
+    if (!p) return bad(reason::bad_port);
+    port = *p;
+  }
+  r.form = request_form::absolute;
+  r.host = std::move(*h);
+  r.port = port;
+  // RFC 9112 §3.2.1: an empty path is sent as "/".
+  if (path_and_query.empty() || path_and_query.front() == '?') r.path_and_query = "/";
+  r.path_and_query.append(path_and_query);
+  return std::nullopt;
+}
+
+// A Host field value against the target (RFC 9110 §7.2, RFC 9112 §3.2).
+std::optional<head_error> check_host_field(std::string_view value, const request_head& r) {
+  if (value.find('@') != std::string_view::npos) return bad(reason::host_header_invalid);
+  const auto parts = split_authority(value);
+  if (!parts) return bad(reason::host_header_invalid);
+  const auto h = common::normalize_host(parts->host, common::host_syntax::uri);
+  if (!h) return bad(reason::host_header_invalid);
+  std::optional<std::uint16_t> port;
+  if (parts->port) {
+    port = parse_port(*parts->port);
+    if (!port) return bad(reason::host_header_invalid);
+  } else if (r.form == request_form::absolute) {
+    port = http_default_port;
+  }
+  if (*h != r.host || (port && *port != r.port)) return bad(reason::host_mismatch);
+  return std::nullopt;
+}
+
+// Content-Length = 1*DIGIT (RFC 9110 §8.6), at most 2^64-1.
+std::optional<std::uint64_t> parse_content_length(std::string_view s) noexcept {
+  if (s.empty()) return std::nullopt;
+  constexpr auto max = std::numeric_limits<std::uint64_t>::max();
+  std::uint64_t value = 0;
+  for (char c : s) {
+    if (!is_digit(c)) return std::nullopt;
+    const auto digit = static_cast<std::uint64_t>(c - '0');
+    if (value > (max - digit) / 10) return std::nullopt;
+    value = value * 10 + digit;
+  }
+  return value;
+}
+
+bool connection_lists(const request_head& r, std::string_view option) {
+  bool found = false;
+  for (const auto& f : r.fields) {
+    if (!iequals(f.name, "connection")) continue;
+    for_each_list_element(f.value, [&](std::string_view e) { found = found || iequals(e, option); });
+  }
+  return found;
+}
+
+}  // namespace
+
+void throw_exception_from_error(const head_error& e, const boost::source_location& loc) {
+  boost::throw_with_location(std::runtime_error("request head rejected: " + std::string(e.reason)), loc);
+}
+
+std::size_t find_head_end(std::string_view buffer, std::size_t searched) noexcept {
+  // An end is "\n\n" or "\n\r\n"; one that straddles the old end starts at most 2 bytes
+  // before it.
+  std::size_t from = std::min(searched, buffer.size());
+  from = from > 2 ? from - 2 : 0;
+  while (true) {
+    const std::size_t lf = buffer.find('\n', from);
+    if (lf == std::string_view::npos) return 0;
+    if (lf + 1 < buffer.size() && buffer[lf + 1] == '\n') return lf + 2;
+    if (lf + 2 < buffer.size() && buffer[lf + 1] == '\r' && buffer[lf + 2] == '\n') return lf + 3;
+    from = lf + 1;
+  }
+}
+
+boost::system::result<request_head, head_error> parse_request_head(std::string_view head) {
+  const std::size_t end = find_head_end(head);
+  if (end == 0) return bad(reason::incomplete_head);
+  head = head.substr(0, end);
+  if (auto e = check_line_endings(head)) return *e;
+  // From here every line ends in CRLF and the head ends in CRLFCRLF.
+
+  request_head r;
+  r.head_bytes = end;
+
+  // Request line: method SP request-target SP HTTP-version (RFC 9112 §3).
+  std::size_t line_end = head.find("\r\n");
+  const std::string_view line = head.substr(0, line_end);
+  const std::size_t sp1 = line.find(' ');
+  if (sp1 == std::string_view::npos) return bad(reason::bad_request_line);
+  const std::size_t sp2 = line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos) {
+    // "GET /": an HTTP/0.9 simple request.
+    if (sp1 == 0 || sp1 + 1 == line.size()) return bad(reason::bad_request_line);
+    return bad(reason::version_missing);
+  }
+  r.method = line.substr(0, sp1);
+  r.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  const std::string_view version = line.substr(sp2 + 1);
+  if (r.method.empty() || r.target.empty() || version.find(' ') != std::string_view::npos)
+    return bad(reason::bad_request_line);
+  if (!is_token(r.method)) return bad(reason::bad_method);
+  const auto minor = parse_version(version);
+  if (!minor) return minor.error();
+  r.version_minor = *minor;
+
+  // Control bytes and DEL anywhere in the target; bytes >= 0x80 are left to the host
+  // normaliser (host_non_ascii) and refused in the path and query below.
+  for (char c : r.target) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u == 0x7f) return bad(reason::bad_target);
+  }
+  if (r.target.find('#') != std::string_view::npos) return bad(reason::fragment_in_target);
+  const bool is_connect = r.method == "CONNECT";
+  if (auto e = is_connect ? parse_connect_target(r.target, r) : parse_absolute_target(r.target, r)) return *e;
+  for (char c : r.path_and_query)
+    if (static_cast<unsigned char>(c) >= 0x80) return bad(reason::bad_target);
+
+  // Field lines (RFC 9112 §5), up to the empty line. Folding is looked for first, so a
+  // folded field is reported as obs_fold rather than as whatever its first line lacks.
+  std::size_t pos = line_end + 2;
+  const std::string_view field_section = head.substr(line_end);  // starts with CRLF
+  for (std::size_t fold = field_section.find("\r\n"); fold != std::string_view::npos;
+       fold = field_section.find("\r\n", fold + 2)) {
+    if (fold + 2 < field_section.size() && is_ows(field_section[fold + 2])) return bad(reason::obs_fold);
+  }
+  std::optional<std::string_view> host_value;
+  bool has_transfer_encoding = false;
+  while (true) {
+    line_end = head.find("\r\n", pos);
+    const std::string_view field_line = head.substr(pos, line_end - pos);
+    pos = line_end + 2;
+    if (field_line.empty()) break;
+    if (r.fields.size() == max_fields) return head_error{431, reason::too_many_fields};
+    const std::size_t colon = field_line.find(':');
+    if (colon == std::string_view::npos) return bad(reason::bad_field_line);
+    const std::string_view name = field_line.substr(0, colon);
+    if (!name.empty() && is_ows(name.back())) return bad(reason::whitespace_before_colon);
+    if (!is_token(name)) return bad(reason::bad_field_name);
+    const std::string_view value = trim_ows(field_line.substr(colon + 1));
+    for (char c : value)
+      if (!is_field_value_byte(c)) return bad(reason::bad_field_value);
+    r.fields.push_back({name, value});
+
+    if (iequals(name, "host")) {
+      if (host_value) return bad(reason::host_duplicate);
+      host_value = value;
+    } else if (iequals(name, "content-length")) {
+      if (r.content_length || value.find(',') != std::string_view::npos)
+        return bad(reason::duplicate_content_length);
+      r.content_length = parse_content_length(value);
+      if (!r.content_length) return bad(reason::bad_content_length);
+    } else if (iequals(name, "transfer-encoding")) {
+      if (has_transfer_encoding || !iequals(value, "chunked")) return bad(reason::bad_transfer_encoding);
+      if (r.version_minor == 0) return bad(reason::transfer_encoding_http10);
+      has_transfer_encoding = true;
+    }
+  }
+
+  // Framing (RFC 9112 §6.1, §6.3; RFC 9110 §9.3.6).
+  if (has_transfer_encoding && r.content_length) return bad(reason::cl_and_te);
+  r.chunked = has_transfer_encoding;
+  if (is_connect && (r.chunked || r.content_length.value_or(0) > 0)) return bad(reason::connect_with_body);
+
+  // Host (RFC 9112 §3.2): required in HTTP/1.1 (absolute form; see the docstring for
+  // CONNECT), and when present it must name the target.
+  if (!host_value) {
+    if (!is_connect && r.version_minor == 1) return bad(reason::host_missing);
+  } else if (auto e = check_host_field(*host_value, r)) {
+    return *e;
+  }
+
+  // Persistence (RFC 9112 §9.3).
+  if (connection_lists(r, "close")) r.keep_alive = false;
+  else r.keep_alive = r.version_minor == 1 || connection_lists(r, "keep-alive");
+  return r;
+}
+
+std::string upstream_head(const request_head& r) {
+  assert(r.form == request_form::absolute);
+
+  // Fields named in Connection are hop-by-hop (RFC 9110 §7.6.1), but never the ones that
+  // name the target or frame the relayed body.
+  std::vector<std::string_view> named;
+  for (const auto& f : r.fields) {
+    if (!iequals(f.name, "connection")) continue;
+    for_each_list_element(f.value, [&](std::string_view e) {
+      if (!iequals(e, "host") && !iequals(e, "content-length") && !iequals(e, "transfer-encoding"))
+        named.push_back(e);
+    });
+  }
+  const auto dropped = [&](std::string_view name) {
+    static constexpr std::string_view always[] = {"host", "connection", "keep-alive", "te", "trailer", "upgrade"};
+    for (std::string_view a : always)
+      if (iequals(name, a)) return true;
+    if (istarts_with(name, "proxy-")) return true;
+    for (std::string_view n : named)
+      if (iequals(name, n)) return true;
+    return false;
+  };
+
+  std::string out;
+  out.reserve(r.head_bytes + 64);
+  out.append(r.method).append(" ").append(r.path_and_query).append(" HTTP/1.1\r\nHost: ");
+  if (r.host.kind == common::host_kind::ipv6) out.append("[").append(r.host.text).append("]");
+  else out.append(r.host.text);
+  if (r.port != http_default_port) out.append(":").append(std::to_string(r.port));
+  out.append("\r\n");
+  for (const auto& f : r.fields) {
+    if (dropped(f.name)) continue;
+    out.append(f.name).append(": ").append(f.value).append("\r\n");
+  }
+  out.append("Connection: close\r\n\r\n");
+  return out;
+}
+
+}  // namespace egress::proxy
