@@ -301,9 +301,21 @@ private:
     a.listen(asio::socket_base::max_listen_connections);
   }
 
-  std::shared_ptr<const snapshot> make_snapshot(common::config cfg) {
+  // A new snapshot; the previous one's resolver (and its cache) is kept when the resolver
+  // settings did not change, with the static hosts replaced.
+  std::shared_ptr<const snapshot> make_snapshot(common::config cfg, const snapshot* previous = nullptr) {
     auto s = std::make_shared<snapshot>();
     s->policy = cfg.address_policy();
+    if (previous) {
+      const auto& a = previous->cfg.proxy.resolver;
+      const auto& b = cfg.proxy.resolver;
+      if (a.servers == b.servers && a.timeout == b.timeout && a.min_ttl == b.min_ttl && a.max_ttl == b.max_ttl) {
+        previous->dns->set_hosts(cfg.proxy.hosts);
+        s->dns = previous->dns;
+        s->cfg = std::move(cfg);
+        return s;
+      }
+    }
     resolver_options ro;
     ro.servers = cfg.proxy.resolver.servers;
     ro.timeout = cfg.proxy.resolver.timeout;
@@ -335,7 +347,7 @@ private:
       return;
     }
     try {
-      snap_ = make_snapshot(std::move(*cfg));
+      snap_ = make_snapshot(std::move(*cfg), snap_.get());
     } catch (const std::exception& e) {
       metrics_.reload(false);
       log_event("error", "reload_failed", std::string(e.what()) + "; kept the running configuration");
