@@ -30,18 +30,21 @@ int status_for(std::string_view reason) noexcept {
       {"connect_timeout", 504},
       {"draining", 503},
       {"too_many_connections", 503},
-      {"http_version_not_supported", 505},
+      {"version_not_supported", 505},
       {"bad_upstream_response", 502},
       {"upstream_timeout", 504},
   }};
   for (const auto& [r, s] : table)
     if (r == reason) return s;
-  // Request-head and host-syntax reasons are malformed requests.
-  if (reason.starts_with("host_") || reason.starts_with("bad_") || reason.starts_with("te_") ||
-      reason.starts_with("cl_") || reason.starts_with("content_length") || reason == "origin_form" ||
-      reason == "userinfo_in_target" || reason == "obs_fold" || reason == "host_missing" ||
-      reason == "host_duplicate" || reason == "host_mismatch" || reason == "https_absolute_form" ||
-      reason == "asterisk_form" || reason == "fragment_in_target" || reason == "bare_lf")
+  // Request-head and host-syntax reasons (request_head.hpp, host_error_reason) are
+  // malformed requests; parse_request_head reports its own status, this is the fallback.
+  static constexpr std::array<std::string_view, 13> malformed{
+      "origin_form",       "asterisk_form",      "userinfo_in_target",       "obs_fold",
+      "fragment_in_target", "unsupported_scheme", "https_absolute_form",      "port_missing",
+      "version_missing",   "incomplete_head",    "whitespace_before_colon",  "transfer_encoding_http10",
+      "connect_with_body"};
+  if (reason.starts_with("host_") || reason.starts_with("bad_") || reason.starts_with("duplicate_") ||
+      reason == "cl_and_te" || std::find(malformed.begin(), malformed.end(), reason) != malformed.end())
     return 400;
   return 403;
 }

@@ -451,13 +451,13 @@ private:
         reason = "headers_too_large";
         co_return 0;
       }
-      // Reject a request line without an HTTP/1.x version (HTTP/0.9) as soon as it is
-      // complete, instead of waiting for a header block that will never come.
+      // Judge a request line without an HTTP/1.x version (HTTP/0.9, HTTP/2 preface) as
+      // soon as it is complete, instead of waiting for a header block that never comes.
       if (auto eol = buf.find("\r\n"); eol != std::string::npos) {
         std::string_view line(buf.data(), eol);
         if (!line.ends_with(" HTTP/1.1") && !line.ends_with(" HTTP/1.0")) {
-          reason = line.size() > 9 && line.substr(line.size() - 9, 6) == " HTTP/" ? "http_version_not_supported"
-                                                                                 : "bad_request_line";
+          auto verdict = parse_request_head(std::string(line) + "\r\n\r\n");
+          reason = verdict ? std::string_view("bad_request_line") : verdict.error().reason;
           co_return 0;
         }
       }
@@ -521,10 +521,11 @@ private:
 
   // Sends a refusal and logs the decision. The connection is closed by the caller.
   static awaitable<void> refuse(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c,
-                                decision_record& rec, std::string_view reason, steady::time_point start) {
+                                decision_record& rec, std::string_view reason, steady::time_point start,
+                                int status = 0) {
     rec.allowed = false;
     rec.reason = reason;
-    rec.status = status_for(reason);
+    rec.status = status != 0 ? status : status_for(reason);
     std::string r = refusal(rec.status, reason);
     c->arm(std::chrono::seconds(5));
     co_await asio::async_write(c->client, asio::buffer(r), nothrow);
@@ -555,7 +556,7 @@ private:
       auto parsed = parse_request_head(std::string_view(buf.data(), head_len));
       if (!parsed) {
         rec.method = "";
-        co_await refuse(self, c, rec, parsed.error().reason, start);
+        co_await refuse(self, c, rec, parsed.error().reason, start, parsed.error().status);
         co_return;
       }
       request_head& req = *parsed;

@@ -28,9 +28,9 @@ struct decision {
 
 /// The HTTP status a refusal reason maps to: 400 malformed request (request-head and
 /// host syntax reasons), 403 policy (host, port, address, SNI, Host header), 408 header
-/// timeout, 431 headers too large, 502 DNS failure or connection refused, 503 draining or
-/// over the connection limit, 504 DNS or connect timeout. Unknown reasons map to 403
-/// (fail closed).
+/// timeout, 431 headers too large, 502 DNS failure, connection refused or a bad upstream
+/// response, 503 draining or over the connection limit, 504 DNS, connect or upstream
+/// timeout, 505 HTTP/2+. Unknown reasons map to 403 (fail closed).
 int status_for(std::string_view reason) noexcept;
 
 /// The request-target check against the allowlist.
