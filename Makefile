@@ -40,6 +40,8 @@ policies: build
 	done
 	@$(GEN) chart --config config/wikifunctions.yaml --chart charts/wikifunctions
 	@echo "rendered config/wikifunctions.yaml -> charts/wikifunctions/{templates,files}/"
+	@cp policies/examples/gateway/proxy.yaml charts/egress-proxy/files/proxy.yaml
+	@echo "copied policies/examples/gateway/proxy.yaml -> charts/egress-proxy/files/proxy.yaml"
 
 check-policies: build
 	@set -e; for c in $(CONFIGS); do \
@@ -47,6 +49,8 @@ check-policies: build
 	  $(GEN) render --check --config $$c --out $$out; \
 	done
 	@$(GEN) chart --check --config config/wikifunctions.yaml --chart charts/wikifunctions
+	@cmp -s policies/examples/gateway/proxy.yaml charts/egress-proxy/files/proxy.yaml || \
+	  { echo "charts/egress-proxy/files/proxy.yaml: out of date; run \`make policies\`"; exit 1; }
 	@echo "policies/ and charts/wikifunctions are up to date"
 
 validate-policies:

@@ -65,8 +65,9 @@ node match_labels(const label_map& m) {
 
 node object_labels(const render_options& opts) {
   node n = node::map();
-  n.set("app.kubernetes.io/managed-by", node::str("egress-gen"));
-  n.set("app.kubernetes.io/part-of", node::str(std::string(object_prefix)));
+  for (const auto& [k, v] : {std::pair<std::string, std::string>{"app.kubernetes.io/managed-by", "egress-gen"},
+                             {"app.kubernetes.io/part-of", std::string(object_prefix)}})
+    if (!opts.extra_labels.count(k)) n.set(k, node::str(v));  // extra labels override
   for (const auto& [k, v] : opts.extra_labels) n.set(k, node::str(v));
   return n;
 }
@@ -523,6 +524,10 @@ std::vector<rendered_file> render(const config& cfg, const render_options& opts)
 std::vector<rendered_file> render_chart(const config& cfg, const render_options& opts) {
   render_options chart_opts = opts;
   chart_opts.extra_labels.emplace("app.kubernetes.io/instance", "{{ .Release.Name }}");
+  // Helm owns what it installs (its adoption checks read managed-by); the generator's
+  // mark moves to a label of its own.
+  chart_opts.extra_labels.emplace("app.kubernetes.io/managed-by", "{{ .Release.Service }}");
+  chart_opts.extra_labels.emplace("egress-guard.io/generated-by", "egress-gen");
   config sidecar = cfg;
   sidecar.namespace_name = "{{ .Release.Namespace }}";
   sidecar.proxy.mode = proxy_mode::sidecar;

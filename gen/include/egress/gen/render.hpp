@@ -70,7 +70,9 @@ std::string summary(const common::config& cfg);
 /// selected by `app.kubernetes.io/name: egress-proxy`, under `{{- else }}`),
 /// templates/calico.yaml (the same split, all under `{{- if .Values.calico.enabled }}`) and
 /// files/proxy.yaml. The namespace is `{{ .Release.Namespace }}` wherever it appears and
-/// every object carries `app.kubernetes.io/instance: {{ .Release.Name }}`.
+/// every object carries `app.kubernetes.io/instance: {{ .Release.Name }}`,
+/// `app.kubernetes.io/managed-by: {{ .Release.Service }}` and
+/// `egress-guard.io/generated-by: egress-gen`.
 /// Errors: none for a validated config.
 std::vector<rendered_file> render_chart(const common::config& cfg, const render_options& opts);
 
