@@ -103,8 +103,9 @@ map_view::map_view(yaml_reader& r, const YAML::Node& node, std::string path,
   }
   ok_ = true;
   std::set<std::string> seen;
-  for (auto it = node.begin(); it != node.end(); ++it) {
-    const YAML::Node& key = it->first;
+  for (const auto& kv : node) {
+    // Copies: yaml-cpp's iterator yields a temporary pair, so references into it dangle.
+    const YAML::Node key = kv.first;
     if (!key.IsScalar()) {
       r_.error(key, path_, "mapping keys must be strings");
       continue;
@@ -134,10 +135,12 @@ map_view::map_view(yaml_reader& r, const YAML::Node& node, std::string path,
 
 std::optional<YAML::Node> map_view::get(std::string_view key) const {
   if (!ok_) return std::nullopt;
-  for (auto it = node_.begin(); it != node_.end(); ++it) {
-    if (it->first.IsScalar() && it->first.Scalar() == key) {
-      if (it->second.IsNull()) return std::nullopt;
-      return it->second;
+  for (const auto& kv : node_) {
+    const YAML::Node k = kv.first;
+    if (k.IsScalar() && k.Scalar() == key) {
+      YAML::Node v = kv.second;
+      if (v.IsNull()) return std::nullopt;
+      return v;
     }
   }
   return std::nullopt;
@@ -157,8 +160,10 @@ std::vector<std::pair<YAML::Node, YAML::Node>> map_view::entries() const {
   std::vector<std::pair<YAML::Node, YAML::Node>> out;
   if (!ok_) return out;
   std::set<std::string> seen;
-  for (auto it = node_.begin(); it != node_.end(); ++it)
-    if (it->first.IsScalar() && seen.insert(it->first.Scalar()).second) out.emplace_back(it->first, it->second);
+  for (const auto& kv : node_) {
+    YAML::Node k = kv.first;
+    if (k.IsScalar() && seen.insert(k.Scalar()).second) out.emplace_back(k, YAML::Node(kv.second));
+  }
   return out;
 }
 
