@@ -17,8 +17,11 @@
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/write.hpp>
 
+#include <openssl/evp.h>
+
 #include <array>
 #include <cstdio>
+#include <fstream>
 #include <sstream>
 #include <unordered_map>
 
@@ -49,6 +52,24 @@ std::string endpoint_text(const tcp::endpoint& ep) {
 std::array<char, 64 * 1024>& relay_buffer() {
   thread_local std::array<char, 64 * 1024> buffer;
   return buffer;
+}
+
+/// SHA-256 of the config file as hex, so logs say exactly which config is live; "" if
+/// the file cannot be read.
+std::string file_sha256(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return {};
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) return {};
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 0xf];
+  }
+  return out;
 }
 
 std::string_view reason_phrase(int status) {
@@ -285,7 +306,14 @@ public:
     append_json_string(line, endpoint_text(admin_acceptor_.local_endpoint()));
     line += ",\"mode\":";
     append_json_string(line, common::to_string(p.mode));
-    line += ",\"allowlist_entries\":" + std::to_string(snap_->cfg.allowlist.size()) + "}";
+    line += ",\"allowlist_entries\":" + std::to_string(snap_->cfg.allowlist.size());
+    line += ",\"version\":";
+    append_json_string(line, EGRESS_VERSION);
+    line += ",\"config\":";
+    append_json_string(line, opts_.config_path);
+    line += ",\"config_sha256\":";
+    append_json_string(line, file_sha256(opts_.config_path));
+    line += "}";
     write_line(line);
   }
 
@@ -354,7 +382,8 @@ private:
       return;
     }
     metrics_.reload(true);
-    log_event("info", "reloaded", opts_.config_path + ": " + std::to_string(snap_->cfg.allowlist.size()) +
+    log_event("info", "reloaded", opts_.config_path + " sha256 " + file_sha256(opts_.config_path) + ": " +
+                                      std::to_string(snap_->cfg.allowlist.size()) +
                                       " allowlist entries (listen addresses apply at restart)");
   }
 
