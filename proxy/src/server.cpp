@@ -3,6 +3,7 @@
 #include "egress/proxy/acl.hpp"
 #include "egress/proxy/client_hello.hpp"
 #include "egress/proxy/http_framing.hpp"
+#include "egress/proxy/http_syntax.hpp"
 #include "egress/proxy/log.hpp"
 #include "egress/proxy/request_head.hpp"
 #include "egress/proxy/resolver.hpp"
@@ -749,11 +750,8 @@ private:
       return false;
     };
     bool expect_continue = false;
-    for (const auto& f : req.fields) {
-      if (f.name.size() == 6 && (f.name[0] | 0x20) == 'e' && f.value.size() == 12 &&
-          (f.value == "100-continue" || f.value == "100-Continue"))
-        expect_continue = true;
-    }
+    for (const auto& f : req.fields)
+      if (http::iequals(f.name, "expect") && http::iequals(f.value, "100-continue")) expect_continue = true;
     auto [ec, w] = co_await asio::async_write(c->upstream, asio::buffer(upstream_request), nothrow);
     if (ec) co_return fail("error");
     if (expect_continue) {

@@ -1,0 +1,61 @@
+#pragma once
+/// Character classes and small comparisons of HTTP/1.1 syntax, shared by the request-head
+/// parser and the response framing. Source: RFC 9110 §5.5 (field values), §5.6.2 (tokens),
+/// §5.6.3 (whitespace).
+
+#include <string_view>
+
+namespace egress::proxy::http {
+
+constexpr bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+constexpr bool is_alpha(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+/// OWS: SP or HTAB.
+constexpr bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+constexpr char to_lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+/// tchar (RFC 9110 §5.6.2).
+constexpr bool is_tchar(char c) noexcept {
+  if (is_digit(c) || is_alpha(c)) return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+/// token = 1*tchar.
+constexpr bool is_token(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (!is_tchar(c)) return false;
+  return true;
+}
+
+/// field-value bytes (RFC 9110 §5.5): HTAB, SP, VCHAR, obs-text; never NUL, CR, LF or DEL.
+constexpr bool is_field_value_byte(char c) noexcept {
+  const auto u = static_cast<unsigned char>(c);
+  return u == '\t' || (u >= 0x20 && u != 0x7f);
+}
+
+/// ASCII case-insensitive equality (field names, tokens).
+constexpr bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (to_lower(a[i]) != to_lower(b[i])) return false;
+  return true;
+}
+
+constexpr bool istarts_with(std::string_view s, std::string_view prefix) noexcept {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+/// `s` without leading and trailing OWS.
+constexpr std::string_view trim_ows(std::string_view s) noexcept {
+  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace egress::proxy::http
