@@ -112,32 +112,43 @@ struct snapshot {
 };
 
 /// One client connection: both sockets and the deadline watchdog's state.
+///
+/// Deadlines are lazy: `due` is the current phase's deadline (or, while relaying,
+/// last_activity + idle), and the timer is only ever pulled earlier. When it fires before
+/// `due` the watchdog re-arms it; a phase change therefore costs no timer operation
+/// unless it brings the deadline forward.
 struct connection {
-  connection(asio::any_io_executor ex, tcp::socket s) : client(std::move(s)), upstream(ex), deadline(ex) {}
+  connection(asio::any_io_executor ex, tcp::socket s) : client(std::move(s)), upstream(ex), deadline(ex) {
+    deadline.expires_at(steady::time_point::max());
+  }
 
   tcp::socket client;
   tcp::socket upstream;
   asio::steady_timer deadline;
+  steady::time_point due = steady::time_point::max();
   steady::time_point last_activity = steady::now();
   std::chrono::milliseconds idle{0};
-  bool relaying = false;   ///< deadline = last_activity + idle
+  bool relaying = false;   ///< due = last_activity + idle
   bool expired = false;    ///< the current phase's deadline passed
   bool closed = false;
   bool between_requests = true;  ///< waiting for a request head: drain may close it
   std::uint64_t bytes_up = 0;
   std::uint64_t bytes_down = 0;
 
+  void set_due(steady::time_point t) {
+    due = t;
+    expired = false;
+    if (deadline.expiry() > t) deadline.expires_at(t);
+  }
   void arm(std::chrono::milliseconds d) {
     relaying = false;
-    expired = false;
-    deadline.expires_after(d);
+    set_due(steady::now() + d);
   }
   void arm_idle(std::chrono::milliseconds d) {
     relaying = true;
-    expired = false;
     idle = d;
     last_activity = steady::now();
-    deadline.expires_after(d);
+    set_due(last_activity + d);
   }
   void cancel_io() {
     error_code ec;
@@ -160,17 +171,15 @@ awaitable<void> watchdog(std::shared_ptr<connection> c) {
     co_await c->deadline.async_wait(nothrow);
     if (c->closed) break;
     auto now = steady::now();
-    if (c->relaying) {
-      auto due = c->last_activity + c->idle;
-      if (now < due) {
-        c->deadline.expires_at(due);
-        continue;
-      }
-    } else if (c->deadline.expiry() > now) {
-      continue;  // re-armed while we slept
+    auto due = c->relaying ? c->last_activity + c->idle : c->due;
+    if (now < due) {
+      c->deadline.expires_at(due);
+      continue;
     }
+    if (c->deadline.expiry() > now) continue;  // pulled earlier while we slept
     c->expired = true;
     c->cancel_io();
+    c->due = steady::time_point::max();
     c->deadline.expires_at(steady::time_point::max());
   }
 }
@@ -401,16 +410,25 @@ private:
     drain_timer_.expires_after(snap_->cfg.proxy.limits.drain_timeout);
     drain_timer_.async_wait([self = shared_from_this()](const error_code& e) {
       if (e) return;
+      // Grace period over: close what is left and let each session write its decision
+      // line (end "drain"); stop when they are gone, or after one more second at most.
+      self->drain_forced_ = true;
       for (auto& [id, weak] : self->live_)
         if (auto c = weak.lock()) c->close();
-      self->finish_if_drained(true);
+      self->drain_timer_.expires_after(std::chrono::seconds(1));
+      self->drain_timer_.async_wait([self](const error_code& e2) {
+        if (!e2) self->finish_if_drained(true);
+      });
+      self->finish_if_drained(false);
     });
     finish_if_drained(false);
   }
 
   void finish_if_drained(bool forced) {
     if (!draining_ || (!live_.empty() && !forced)) return;
-    log_event("info", "stopped", forced ? "drain grace period over" : "all connections finished");
+    log_event("info", "stopped", forced ? "sessions did not finish after the grace period"
+                                 : drain_forced_ ? "drain grace period over; open connections closed"
+                                                 : "all connections finished");
     error_code ec;
     admin_acceptor_.close(ec);
     drain_timer_.cancel();
@@ -739,6 +757,14 @@ private:
     rec.allowed = true;
     rec.reason = "allowed";
     c->bytes_up = c->bytes_down = 0;
+    // Everything needed from the head's views is taken before the head leaves `buf`.
+    const bool head_request = req.method == "HEAD";
+    bool expect_continue = false;
+    for (const auto& f : req.fields)
+      if (http::iequals(f.name, "expect") && http::iequals(f.value, "100-continue")) expect_continue = true;
+    const bool chunked = req.chunked;
+    const std::optional<std::uint64_t> content_length = req.content_length;
+    const bool client_keep_alive = req.keep_alive;
     buf.erase(0, head_len);
     c->arm_idle(limits.idle_timeout);
     auto fail = [&](std::string_view end) {
@@ -749,9 +775,6 @@ private:
       self->decided(rec, start);
       return false;
     };
-    bool expect_continue = false;
-    for (const auto& f : req.fields)
-      if (http::iequals(f.name, "expect") && http::iequals(f.value, "100-continue")) expect_continue = true;
     auto [ec, w] = co_await asio::async_write(c->upstream, asio::buffer(upstream_request), nothrow);
     if (ec) co_return fail("error");
     if (expect_continue) {
@@ -759,9 +782,9 @@ private:
       co_await asio::async_write(c->client, asio::buffer(cont), nothrow);
     }
     bool ok = true;
-    if (req.chunked) ok = co_await relay_chunked(c, c->client, c->upstream, buf, c->bytes_up);
-    else if (req.content_length && *req.content_length > 0)
-      ok = co_await relay_length(c, c->client, c->upstream, *req.content_length, buf, c->bytes_up);
+    if (chunked) ok = co_await relay_chunked(c, c->client, c->upstream, buf, c->bytes_up);
+    else if (content_length && *content_length > 0)
+      ok = co_await relay_length(c, c->client, c->upstream, *content_length, buf, c->bytes_up);
     if (!ok) co_return fail(c->expired ? "idle_timeout" : "error");
 
     // Response head (interim 1xx responses other than 101 are skipped).
@@ -776,7 +799,7 @@ private:
         c->last_activity = steady::now();
         continue;
       }
-      resp = parse_response_head(std::string_view(rbuf.data(), n), req.method == "HEAD");
+      resp = parse_response_head(std::string_view(rbuf.data(), n), head_request);
       if (resp && resp->status >= 100 && resp->status < 200 && resp->status != 101) {
         rbuf.erase(0, n);
         resp.reset();
@@ -790,7 +813,7 @@ private:
       co_await refuse(self, c, rec, c->expired ? "upstream_timeout" : "bad_upstream_response", start);
       co_return false;
     }
-    bool keep = req.keep_alive && resp->body != body_kind::until_close && !self->draining_;
+    bool keep = client_keep_alive && resp->body != body_kind::until_close && !self->draining_;
     std::string head = client_response_head(*resp, keep);
     auto [hec, hw] = co_await asio::async_write(c->client, asio::buffer(head), nothrow);
     if (hec) co_return fail("error");
@@ -888,6 +911,7 @@ private:
   asio::steady_timer drain_timer_;
   metrics metrics_;
   bool draining_ = false;
+  bool drain_forced_ = false;
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, std::weak_ptr<connection>> live_;
 };

@@ -37,8 +37,8 @@ inline constexpr std::string_view end = "end";
 struct decision_record {
   std::uint64_t conn = 0;
   std::string client;       ///< "ADDR:PORT" of the client
-  std::string method;       ///< request method ("CONNECT", "GET", ...); empty before a head was read
-  std::string host;         ///< normalised target host, or the raw target text when it did not parse
+  std::string method;       ///< request method ("CONNECT", "GET", ...); empty when the head did not parse
+  std::string host;         ///< normalised target host; empty when the head did not parse (never raw wire text)
   std::uint16_t port = 0;
   std::string sni;          ///< CONNECT: the ClientHello's server_name as sent, if any
   bool allowed = false;
