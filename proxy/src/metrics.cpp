@@ -54,7 +54,7 @@ void histogram::render(std::string& out, std::string_view name, std::string_view
   sample(out, std::string(name) + "_count", "", std::to_string(count_));
 }
 
-void metrics::decision(bool allowed, std::string_view reason) { ++decisions_[{allowed, std::string(reason)}]; }
+void metrics::decision(bool allowed, std::string_view reason) { ++decisions_[{allowed, reason}]; }
 
 std::string metrics::render() const {
   std::string out;
@@ -62,7 +62,7 @@ std::string metrics::render() const {
   header(out, "egress_proxy_decisions_total", "Decisions by verdict and reason.", "counter");
   for (const auto& [k, v] : decisions_)
     sample(out, "egress_proxy_decisions_total",
-           std::string("verdict=\"") + (k.first ? "allow" : "deny") + "\",reason=\"" + k.second + "\"",
+           std::string("verdict=\"") + (k.first ? "allow" : "deny") + "\",reason=\"" + std::string(k.second) + "\"",
            std::to_string(v));
   header(out, "egress_proxy_connections", "Client connections open now.", "gauge");
   sample(out, "egress_proxy_connections", "", std::to_string(connections_));

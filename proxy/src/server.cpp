@@ -208,41 +208,50 @@ awaitable<void> pump(std::shared_ptr<connection> c, bool up) {
   tcp::socket& from = up ? c->client : c->upstream;
   tcp::socket& to = up ? c->upstream : c->client;
   std::uint64_t& count = up ? c->bytes_up : c->bytes_down;
+  // After a wake-up, move what is there until the socket would block (bounded, so one busy
+  // tunnel cannot starve the others): one epoll round trip per burst, not per read.
+  constexpr int max_reads_per_wakeup = 16;
   for (;;) {
     auto [wait_ec] = co_await from.async_wait(tcp::socket::wait_read, nothrow);
     if (wait_ec) co_return;
-    auto& buf = relay_buffer();
-    error_code ec;
-    std::size_t n = from.read_some(asio::buffer(buf), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
-    if (ec == asio::error::eof) {
-      error_code ignored;
-      to.shutdown(tcp::socket::shutdown_send, ignored);  // half-close: the other direction goes on
-      co_return;
-    }
-    if (ec) {
-      c->cancel_io();
-      co_return;
-    }
-    count += n;
-    c->last_activity = steady::now();
-    std::size_t written = to.write_some(asio::buffer(buf.data(), n), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      written = 0;
-      ec = {};
-    }
-    if (ec) {
-      c->cancel_io();
-      co_return;
-    }
-    if (written < n) {
-      std::vector<char> pending(buf.data() + written, buf.data() + n);
-      auto [wec, w] = co_await asio::async_write(to, asio::buffer(pending), nothrow);
-      if (wec) {
+    for (int i = 0; i < max_reads_per_wakeup; ++i) {
+      auto& buf = relay_buffer();
+      error_code ec;
+      std::size_t n = from.read_some(asio::buffer(buf), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+      if (ec == asio::error::eof) {
+        error_code ignored;
+        to.shutdown(tcp::socket::shutdown_send, ignored);  // half-close: the other direction goes on
+        co_return;
+      }
+      if (ec) {
         c->cancel_io();
         co_return;
       }
+      count += n;
       c->last_activity = steady::now();
+      std::size_t written = to.write_some(asio::buffer(buf.data(), n), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        written = 0;
+        ec = {};
+      }
+      if (ec) {
+        c->cancel_io();
+        co_return;
+      }
+      if (written < n) {
+        // The peer is slower: keep only the remainder, wait for it to drain, then go
+        // back to waiting for readability.
+        std::vector<char> pending(buf.data() + written, buf.data() + n);
+        auto [wec, w] = co_await asio::async_write(to, asio::buffer(pending), nothrow);
+        if (wec) {
+          c->cancel_io();
+          co_return;
+        }
+        c->last_activity = steady::now();
+        break;
+      }
+      if (n < buf.size()) break;  // a short read: the socket is most likely empty now
     }
   }
 }

@@ -32,7 +32,9 @@ private:
 /// All proxy metrics.
 class metrics {
 public:
-  /// One decision (a line in the log): counted by verdict and reason.
+  /// One decision (a line in the log): counted by verdict and reason. `reason` must have
+  /// static storage (every reason word in the proxy is a constant), so counting allocates
+  /// nothing.
   void decision(bool allowed, std::string_view reason);
   void connection_opened() noexcept { ++connections_; ++connections_total_; }
   void connection_closed() noexcept { --connections_; }
@@ -50,7 +52,7 @@ public:
   std::string render() const;
 
 private:
-  std::map<std::pair<bool, std::string>, std::uint64_t> decisions_;
+  std::map<std::pair<bool, std::string_view>, std::uint64_t> decisions_;
   std::int64_t connections_ = 0;
   std::uint64_t connections_total_ = 0;
   std::int64_t tunnels_ = 0;
