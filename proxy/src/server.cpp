@@ -135,6 +135,13 @@ struct connection {
   std::uint64_t bytes_up = 0;
   std::uint64_t bytes_down = 0;
 
+  // Tunnel state once the relay owns the connection (no coroutine frame is left then).
+  std::uint64_t id = 0;
+  decision_record rec;
+  steady::time_point start;
+  int open_directions = 0;
+  std::vector<char> pending[2];  ///< [1] client->upstream, [0] upstream->client; only while a write waits
+
   void set_due(steady::time_point t) {
     due = t;
     expired = false;
@@ -165,23 +172,24 @@ struct connection {
 };
 
 /// Fires when the phase deadline passes (or, while relaying, when nothing moved for
-/// `idle`) and cancels the connection's I/O; the session sees `expired` and reports.
-awaitable<void> watchdog(std::shared_ptr<connection> c) {
-  while (!c->closed) {
-    co_await c->deadline.async_wait(nothrow);
-    if (c->closed) break;
+/// `idle`) and cancels the connection's I/O; the owner sees `expired` and reports. A
+/// completion handler rather than a coroutine, so an idle tunnel keeps no frame for it.
+void watch(std::shared_ptr<connection> c) {
+  auto& timer = c->deadline;
+  timer.async_wait([c = std::move(c)](const error_code&) {
+    if (c->closed) return;
     auto now = steady::now();
     auto due = c->relaying ? c->last_activity + c->idle : c->due;
     if (now < due) {
-      c->deadline.expires_at(due);
-      continue;
+      if (c->deadline.expiry() < due) c->deadline.expires_at(due);
+    } else if (c->deadline.expiry() <= now) {
+      c->expired = true;
+      c->cancel_io();
+      c->due = steady::time_point::max();
+      c->deadline.expires_at(steady::time_point::max());
     }
-    if (c->deadline.expiry() > now) continue;  // pulled earlier while we slept
-    c->expired = true;
-    c->cancel_io();
-    c->due = steady::time_point::max();
-    c->deadline.expires_at(steady::time_point::max());
-  }
+    watch(c);
+  });
 }
 
 /// Waits until `s` is readable, then reads what is there (at most `max` bytes) and
@@ -198,61 +206,6 @@ awaitable<error_code> read_into(tcp::socket& s, std::string& out, std::size_t ma
     if (ec) co_return ec;
     out.append(buf.data(), n);
     co_return error_code{};
-  }
-}
-
-/// Relays one direction of a tunnel until EOF (then half-closes the other side) or an
-/// error (then cancels both). Waits for readability first and reads into the thread's
-/// shared buffer; only a write that cannot complete at once copies its remainder.
-awaitable<void> pump(std::shared_ptr<connection> c, bool up) {
-  tcp::socket& from = up ? c->client : c->upstream;
-  tcp::socket& to = up ? c->upstream : c->client;
-  std::uint64_t& count = up ? c->bytes_up : c->bytes_down;
-  // After a wake-up, move what is there until the socket would block (bounded, so one busy
-  // tunnel cannot starve the others): one epoll round trip per burst, not per read.
-  constexpr int max_reads_per_wakeup = 16;
-  for (;;) {
-    auto [wait_ec] = co_await from.async_wait(tcp::socket::wait_read, nothrow);
-    if (wait_ec) co_return;
-    for (int i = 0; i < max_reads_per_wakeup; ++i) {
-      auto& buf = relay_buffer();
-      error_code ec;
-      std::size_t n = from.read_some(asio::buffer(buf), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-      if (ec == asio::error::eof) {
-        error_code ignored;
-        to.shutdown(tcp::socket::shutdown_send, ignored);  // half-close: the other direction goes on
-        co_return;
-      }
-      if (ec) {
-        c->cancel_io();
-        co_return;
-      }
-      count += n;
-      c->last_activity = steady::now();
-      std::size_t written = to.write_some(asio::buffer(buf.data(), n), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) {
-        written = 0;
-        ec = {};
-      }
-      if (ec) {
-        c->cancel_io();
-        co_return;
-      }
-      if (written < n) {
-        // The peer is slower: keep only the remainder, wait for it to drain, then go
-        // back to waiting for readability.
-        std::vector<char> pending(buf.data() + written, buf.data() + n);
-        auto [wec, w] = co_await asio::async_write(to, asio::buffer(pending), nothrow);
-        if (wec) {
-          c->cancel_io();
-          co_return;
-        }
-        c->last_activity = steady::now();
-        break;
-      }
-      if (n < buf.size()) break;  // a short read: the socket is most likely empty now
-    }
   }
 }
 
@@ -481,13 +434,12 @@ private:
       auto c = std::make_shared<connection>(self->io_.get_executor(), std::move(sock));
       self->live_.emplace(id, c);
       self->metrics_.connection_opened();
-      asio::co_spawn(self->io_, watchdog(c), asio::detached);
-      asio::co_spawn(self->io_, session(self, c, id), [self, id, c](std::exception_ptr e) {
+      c->id = id;
+      watch(c);
+      asio::co_spawn(self->io_, session(self, c, id), [self, c](std::exception_ptr e, bool handed_to_relay) {
         log_exception{"session"}(e);
-        c->close();
-        self->live_.erase(id);
-        self->metrics_.connection_closed();
-        self->finish_if_drained(false);
+        if (handed_to_relay && !e) return;  // the relay ends the connection
+        self->end_connection(c);
       });
     }
   }
@@ -589,7 +541,15 @@ private:
     self->decided(rec, start);
   }
 
-  static awaitable<void> session(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, std::uint64_t id) {
+  void end_connection(const std::shared_ptr<connection>& c) {
+    c->close();
+    if (live_.erase(c->id) > 0) metrics_.connection_closed();
+    finish_if_drained(false);
+  }
+
+  // Serves one client connection. Returns true when an established tunnel was handed to
+  // the relay, which then owns the connection.
+  static awaitable<bool> session(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, std::uint64_t id) {
     error_code ec;
     c->client.set_option(tcp::no_delay(true), ec);
     c->client.non_blocking(true, ec);
@@ -608,13 +568,13 @@ private:
           rec.host = "";
           co_await refuse(self, c, rec, reason, start);
         }
-        co_return;
+        co_return false;
       }
       auto parsed = parse_request_head(std::string_view(buf.data(), head_len));
       if (!parsed) {
         rec.method = "";
         co_await refuse(self, c, rec, parsed.error().reason, start, parsed.error().status);
-        co_return;
+        co_return false;
       }
       request_head& req = *parsed;
       rec.method = std::string(req.method);
@@ -622,30 +582,30 @@ private:
       rec.port = req.port;
       if (self->draining_) {
         co_await refuse(self, c, rec, "draining", start);
-        co_return;
+        co_return false;
       }
       if (auto d = check_target(snap->cfg.allowlist, req.host, req.port); !d.allowed) {
         co_await refuse(self, c, rec, d.reason, start);
-        co_return;
+        co_return false;
       }
       auto d = co_await dial(self, c, snap, req.host, req.port, &rec);
       if (!d.allowed) {
         co_await refuse(self, c, rec, d.reason, start);
-        co_return;
+        co_return false;
       }
       if (req.form == request_form::connect) {
         buf.erase(0, head_len);
-        co_await tunnel(self, c, snap, req.host, std::move(buf), rec, start);
-        co_return;
+        req.fields = {};  // nothing of the head is needed any more
+        co_return co_await tunnel(self, c, snap, req.host, std::move(buf), rec, start);
       }
       std::string upstream_request = upstream_head(req);
       bool keep = co_await forward_http(self, c, snap, req, std::move(upstream_request), buf, head_len, rec, start);
-      if (!keep || self->draining_) co_return;
+      if (!keep || self->draining_) co_return false;
       c->upstream.close(ec);
     }
   }
 
-  static awaitable<void> tunnel(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c,
+  static awaitable<bool> tunnel(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c,
                                 std::shared_ptr<const snapshot> snap, common::host host, std::string hello,
                                 decision_record& rec, steady::time_point start) {
     const auto& p = snap->cfg.proxy;
@@ -655,7 +615,7 @@ private:
     if (wec) {
       rec.reason = "client_closed";
       self->decided(rec, start);
-      co_return;
+      co_return false;
     }
     // The ClientHello: bytes sent together with the CONNECT head come first.
     client_hello_parser parser(p.limits.max_client_hello_bytes);
@@ -667,7 +627,7 @@ private:
         rec.reason = c->expired ? "client_hello_timeout" : "client_hello_incomplete";
         rec.status = 200;
         self->decided(rec, start);
-        co_return;
+        co_return false;
       }
       result = parser.feed(std::span(reinterpret_cast<const std::uint8_t*>(hello.data() + before), hello.size() - before));
     }
@@ -676,7 +636,7 @@ private:
     if (auto d = check_sni(result, host, p.allow_missing_sni, p.allow_ech); !d.allowed) {
       rec.reason = d.reason;  // closed before one byte went upstream
       self->decided(rec, start);
-      co_return;
+      co_return false;
     }
     auto [fec, fn] = co_await asio::async_write(c->upstream, asio::buffer(hello), nothrow);
     if (fec) {
@@ -684,21 +644,93 @@ private:
       rec.reason = "allowed";
       rec.end = "error";
       self->decided(rec, start);
-      co_return;
+      co_return false;
     }
     c->bytes_up = hello.size();
-    std::string().swap(hello);
-    self->metrics_.tunnel_opened();
-    c->arm_idle(p.limits.idle_timeout);
-    co_await (pump(c, true) && pump(c, false));
-    self->metrics_.tunnel_closed();
     rec.allowed = true;
     rec.reason = "allowed";
+    c->rec = std::move(rec);
+    c->start = start;
+    self->metrics_.tunnel_opened();
+    c->arm_idle(p.limits.idle_timeout);
+    c->open_directions = 2;
+    relay_wait(self, c, true);
+    relay_wait(self, c, false);
+    co_return true;
+  }
+
+  // The relay: completion handlers, not coroutines, so an idle tunnel is the connection
+  // object and two pending waits. Each direction waits for readability, then moves what
+  // is there through the thread's shared buffer until the socket would block (bounded);
+  // only a write the peer cannot take at once keeps its remainder in `pending`.
+  static void relay_wait(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, bool up) {
+    tcp::socket& from = up ? c->client : c->upstream;
+    from.async_wait(tcp::socket::wait_read, [self = std::move(self), c = std::move(c), up](const error_code& ec) mutable {
+      if (ec) return relay_direction_done(self, c);
+      relay_readable(std::move(self), std::move(c), up);
+    });
+  }
+
+  static void relay_readable(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, bool up) {
+    tcp::socket& from = up ? c->client : c->upstream;
+    tcp::socket& to = up ? c->upstream : c->client;
+    std::uint64_t& count = up ? c->bytes_up : c->bytes_down;
+    constexpr int max_reads_per_wakeup = 16;  // one busy tunnel must not starve the others
+    for (int i = 0; i < max_reads_per_wakeup; ++i) {
+      auto& buf = relay_buffer();
+      error_code ec;
+      std::size_t n = from.read_some(asio::buffer(buf), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+      if (ec == asio::error::eof) {
+        error_code ignored;
+        to.shutdown(tcp::socket::shutdown_send, ignored);  // half-close: the other direction goes on
+        return relay_direction_done(self, c);
+      }
+      if (ec) {
+        c->cancel_io();
+        return relay_direction_done(self, c);
+      }
+      count += n;
+      c->last_activity = steady::now();
+      std::size_t written = to.write_some(asio::buffer(buf.data(), n), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        written = 0;
+        ec = {};
+      }
+      if (ec) {
+        c->cancel_io();
+        return relay_direction_done(self, c);
+      }
+      if (written < n) {
+        auto& pending = c->pending[up ? 1 : 0];
+        pending.assign(buf.data() + written, buf.data() + n);
+        asio::async_write(to, asio::buffer(pending),
+                          [self = std::move(self), c, up](const error_code& wec, std::size_t) mutable {
+                            std::vector<char>().swap(c->pending[up ? 1 : 0]);
+                            if (wec) {
+                              c->cancel_io();
+                              return relay_direction_done(self, c);
+                            }
+                            c->last_activity = steady::now();
+                            relay_wait(std::move(self), std::move(c), up);
+                          });
+        return;
+      }
+      if (n < buf.size()) break;  // a short read: the socket is most likely empty now
+    }
+    relay_wait(std::move(self), std::move(c), up);
+  }
+
+  static void relay_direction_done(const std::shared_ptr<server_impl>& self, const std::shared_ptr<connection>& c) {
+    if (--c->open_directions > 0) return;
+    self->metrics_.tunnel_closed();
+    auto& rec = c->rec;
     rec.bytes_up = c->bytes_up;
     rec.bytes_down = c->bytes_down;
     rec.end = c->expired ? "idle_timeout" : c->closed ? "drain" : "eof";
     self->metrics_.bytes(c->bytes_up, c->bytes_down);
-    self->decided(rec, start);
+    self->decided(rec, c->start);
+    self->end_connection(c);
   }
 
   // Copies exactly `n` body bytes from `from` to `to`, taking first from `pending`
@@ -874,7 +906,7 @@ private:
         continue;
       }
       auto c = std::make_shared<connection>(self->io_.get_executor(), std::move(sock));
-      asio::co_spawn(self->io_, watchdog(c), asio::detached);
+      watch(c);
       asio::co_spawn(self->io_, admin_session(self, c), [c](std::exception_ptr e) {
         log_exception{"admin_session"}(e);
         c->close();
