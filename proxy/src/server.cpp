@@ -20,6 +20,9 @@
 
 #include <openssl/evp.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <array>
 #include <cstdio>
 #include <fstream>
@@ -71,6 +74,49 @@ std::string file_sha256(const std::string& path) {
     out += hex[md[i] & 0xf];
   }
   return out;
+}
+
+/// Pipes for splice(2), per thread. A tunnel direction takes one only while bytes are in
+/// flight between its sockets and gives it back as soon as it is empty, so idle tunnels
+/// hold none (a tunnel already costs two descriptors against the process's limit).
+class pipe_pool {
+public:
+  static constexpr int capacity_bytes = 256 * 1024;
+  pipe_pool() = default;
+  pipe_pool(const pipe_pool&) = delete;
+  pipe_pool& operator=(const pipe_pool&) = delete;
+  ~pipe_pool() {
+    for (auto p : free_) close_pipe(p);
+  }
+  /// A pipe, or {-1, -1} when none can be made (EMFILE): callers fall back to copying.
+  std::array<int, 2> take() {
+    if (!free_.empty()) {
+      auto p = free_.back();
+      free_.pop_back();
+      return p;
+    }
+    std::array<int, 2> p{-1, -1};
+    if (::pipe2(p.data(), O_NONBLOCK | O_CLOEXEC) != 0) return {-1, -1};
+    ::fcntl(p[1], F_SETPIPE_SZ, capacity_bytes);  // best effort; 64 KiB otherwise
+    return p;
+  }
+  /// Returns an empty pipe (a pipe with bytes left in it is closed instead).
+  void give(std::array<int, 2> p, bool empty) {
+    if (empty && free_.size() < 64) free_.push_back(p);
+    else close_pipe(p);
+  }
+
+private:
+  static void close_pipe(std::array<int, 2> p) {
+    ::close(p[0]);
+    ::close(p[1]);
+  }
+  std::vector<std::array<int, 2>> free_;
+};
+
+pipe_pool& pipes() {
+  thread_local pipe_pool pool;
+  return pool;
 }
 
 std::string_view reason_phrase(int status) {
@@ -141,6 +187,13 @@ struct connection {
   steady::time_point start;
   int open_directions = 0;
   std::vector<char> pending[2];  ///< [1] client->upstream, [0] upstream->client; only while a write waits
+  std::array<int, 2> pipe[2] = {{-1, -1}, {-1, -1}};  ///< splice pipe per direction, only while bytes are in it
+  std::size_t in_pipe[2] = {0, 0};                    ///< bytes spliced in and not yet out
+
+  ~connection() {
+    for (int i = 0; i < 2; ++i)
+      if (pipe[i][0] >= 0) pipes().give(pipe[i], in_pipe[i] == 0);
+  }
 
   void set_due(steady::time_point t) {
     due = t;
@@ -407,7 +460,8 @@ private:
   static awaitable<void> accept_loop(std::shared_ptr<server_impl> self) {
     asio::steady_timer backoff(self->io_);
     for (;;) {
-      auto [ec, sock] = co_await self->proxy_acceptor_.async_accept(nothrow);
+      tcp::endpoint peer;
+      auto [ec, sock] = co_await self->proxy_acceptor_.async_accept(peer, nothrow);
       if (!self->proxy_acceptor_.is_open() || ec == asio::error::operation_aborted) co_return;
       if (ec) {
         // EMFILE/ENFILE/ENOBUFS: back off instead of spinning on a listener that stays readable.
@@ -421,7 +475,7 @@ private:
         decision_record rec;
         rec.conn = id;
         error_code e;
-        rec.client = endpoint_text(sock.remote_endpoint(e));
+        rec.client = endpoint_text(peer);
         rec.reason = "too_many_connections";
         rec.status = 503;
         std::string r = refusal(503, rec.reason);
@@ -436,7 +490,7 @@ private:
       self->metrics_.connection_opened();
       c->id = id;
       watch(c);
-      asio::co_spawn(self->io_, session(self, c, id), [self, c](std::exception_ptr e, bool handed_to_relay) {
+      asio::co_spawn(self->io_, session(self, c, id, endpoint_text(peer)), [self, c](std::exception_ptr e, bool handed_to_relay) {
         log_exception{"session"}(e);
         if (handed_to_relay && !e) return;  // the relay ends the connection
         self->end_connection(c);
@@ -549,11 +603,11 @@ private:
 
   // Serves one client connection. Returns true when an established tunnel was handed to
   // the relay, which then owns the connection.
-  static awaitable<bool> session(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, std::uint64_t id) {
+  static awaitable<bool> session(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, std::uint64_t id,
+                                 std::string client) {
     error_code ec;
     c->client.set_option(tcp::no_delay(true), ec);
     c->client.non_blocking(true, ec);
-    const std::string client = endpoint_text(c->client.remote_endpoint(ec));
     std::string buf;
     for (bool first = true;; first = false) {
       auto snap = self->snap_;  // each request sees the config current when it arrived
@@ -671,7 +725,91 @@ private:
     });
   }
 
+  // Readable: move the bytes with splice(2) through a pooled pipe (no copy through user
+  // space), until the socket would block (bounded, so one busy tunnel cannot starve the
+  // others). Without a pipe (descriptor limit), copy instead.
   static void relay_readable(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, bool up) {
+    const int d = up ? 1 : 0;
+    if (c->pipe[d][0] < 0) c->pipe[d] = pipes().take();
+    if (c->pipe[d][0] < 0) return relay_copy(std::move(self), std::move(c), up);
+    tcp::socket& from = up ? c->client : c->upstream;
+    tcp::socket& to = up ? c->upstream : c->client;
+    std::uint64_t& count = up ? c->bytes_up : c->bytes_down;
+    constexpr int max_splices_per_wakeup = 16;
+    for (int i = 0; i < max_splices_per_wakeup; ++i) {
+      ssize_t n = ::splice(from.native_handle(), nullptr, c->pipe[d][1], nullptr, pipe_pool::capacity_bytes,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        release_pipe(*c, d);
+        if (n == 0) {
+          // Half-close: the other direction goes on. When it is already done, the close
+          // that follows says the same.
+          error_code ignored;
+          if (c->open_directions > 1) to.shutdown(tcp::socket::shutdown_send, ignored);
+        } else {
+          c->cancel_io();
+        }
+        return relay_direction_done(self, c);
+      }
+      count += static_cast<std::uint64_t>(n);
+      c->in_pipe[d] += static_cast<std::size_t>(n);
+      c->last_activity = steady::now();
+      if (!flush_pipe(*c, d, to)) {
+        c->cancel_io();
+        release_pipe(*c, d);
+        return relay_direction_done(self, c);
+      }
+      if (c->in_pipe[d] > 0) {
+        // The peer is slower: keep the pipe (it holds the bytes) until it can take them.
+        return relay_wait_writable(std::move(self), std::move(c), up);
+      }
+      if (n < pipe_pool::capacity_bytes) break;  // a short read: the socket is most likely empty now
+    }
+    release_pipe(*c, d);
+    relay_wait(std::move(self), std::move(c), up);
+  }
+
+  // Bytes wait in the pipe: flush them when `to` is writable, then read again.
+  static void relay_wait_writable(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, bool up) {
+    const int d = up ? 1 : 0;
+    tcp::socket& to = up ? c->upstream : c->client;
+    to.async_wait(tcp::socket::wait_write, [self = std::move(self), c, up, d](const error_code& ec) mutable {
+      tcp::socket& out = up ? c->upstream : c->client;
+      if (ec || !flush_pipe(*c, d, out)) {
+        c->cancel_io();
+        release_pipe(*c, d);
+        return relay_direction_done(self, c);
+      }
+      if (c->in_pipe[d] > 0) return relay_wait_writable(std::move(self), std::move(c), up);
+      release_pipe(*c, d);
+      relay_wait(std::move(self), std::move(c), up);
+    });
+  }
+
+  // Splices what the pipe holds into `to` until empty or the socket would block.
+  // Returns false on a write error.
+  static bool flush_pipe(connection& c, int d, tcp::socket& to) {
+    while (c.in_pipe[d] > 0) {
+      ssize_t w = ::splice(c.pipe[d][0], nullptr, to.native_handle(), nullptr, c.in_pipe[d],
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return false;
+      c.in_pipe[d] -= static_cast<std::size_t>(w);
+    }
+    return true;
+  }
+
+  static void release_pipe(connection& c, int d) {
+    if (c.pipe[d][0] < 0) return;
+    pipes().give(c.pipe[d], c.in_pipe[d] == 0);
+    c.pipe[d] = {-1, -1};
+    c.in_pipe[d] = 0;
+  }
+
+  static void relay_copy(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, bool up) {
     tcp::socket& from = up ? c->client : c->upstream;
     tcp::socket& to = up ? c->upstream : c->client;
     std::uint64_t& count = up ? c->bytes_up : c->bytes_down;
@@ -683,7 +821,7 @@ private:
       if (ec == asio::error::would_block || ec == asio::error::try_again) break;
       if (ec == asio::error::eof) {
         error_code ignored;
-        to.shutdown(tcp::socket::shutdown_send, ignored);  // half-close: the other direction goes on
+        if (c->open_directions > 1) to.shutdown(tcp::socket::shutdown_send, ignored);  // half-close
         return relay_direction_done(self, c);
       }
       if (ec) {
