@@ -6,6 +6,7 @@
 #include "egress/gen/render.hpp"
 
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <string_view>
@@ -79,7 +80,10 @@ int main(int argc, char** argv) {
   auto files = chart ? egress::gen::render_chart(*cfg, opts) : egress::gen::render(*cfg, opts);
   if (check) {
     auto stale = egress::gen::stale_files(out_dir, files);
-    for (const auto& f : stale) std::cerr << f << ": out of date; run `make policies`\n";
+    for (const auto& f : stale)
+      std::cerr << f << (std::filesystem::exists(f) ? ": out of date" : ": missing") << "; re-render with `egress-gen "
+                << (chart ? "chart --config " : "render --config ") << config_path << (chart ? " --chart " : " --out ")
+                << out_dir << "` (or `make policies`)\n";
     return stale.empty() ? 0 : 1;
   }
   try {

@@ -18,13 +18,14 @@
 namespace {
 
 constexpr std::string_view usage_text =
-    "usage: egress-proxy --config FILE [--listen ADDR:PORT] [--admin ADDR:PORT] [--check-config]\n"
+    "usage: egress-proxy --config FILE [--listen ADDR:PORT] [--admin ADDR:PORT]\n"
+    "       egress-proxy --check-config FILE\n"
     "\n"
     "  --config FILE     deployment config (config/*.yaml) or the rendered proxy.yaml\n"
     "  --listen ADDR:PORT  proxy listener (default from the config: 127.0.0.1:3128 for a sidecar);\n"
     "                    port 0 picks a free port, reported in the \"listening\" log line\n"
     "  --admin ADDR:PORT   admin listener with /healthz, /readyz, /metrics (default 0.0.0.0:9901)\n"
-    "  --check-config    validate FILE, print every problem, exit 2 if any\n"
+    "  --check-config [FILE]  validate FILE (or --config's), print every problem, exit 2 if any\n"
     "\n"
     "Signals: SIGTERM/SIGINT drain open tunnels then exit 0; SIGHUP reloads FILE (a broken\n"
     "file is reported and the running configuration kept).\n";
@@ -48,14 +49,19 @@ int main(int argc, char** argv) {
     }
     if (a == "--check-config") {
       check_only = true;
+      // Also accept `--check-config FILE`, the form egress-gen uses.
+      if (i + 1 < args.size() && !args[i + 1].starts_with("--") && opts.config_path.empty())
+        opts.config_path = std::string(args[++i]);
     } else if (a == "--config" && i + 1 < args.size()) {
       opts.config_path = std::string(args[++i]);
     } else if ((a == "--listen" || a == "--admin") && i + 1 < args.size()) {
       auto ep = egress::proxy::parse_endpoint(args[++i]);
       if (!ep) return usage(std::string(a) + " wants ADDR:PORT or [V6]:PORT, got \"" + std::string(args[i]) + "\"");
       (a == "--listen" ? opts.listen : opts.admin) = *ep;
+    } else if (a == "--config" || a == "--listen" || a == "--admin") {
+      return usage(std::string(a) + (a == "--config" ? " needs a FILE" : " needs ADDR:PORT"));
     } else {
-      return usage("unknown or incomplete option \"" + std::string(a) + "\"");
+      return usage("unknown option \"" + std::string(a) + "\"");
     }
   }
   if (opts.config_path.empty()) return usage("--config FILE is required");

@@ -3,6 +3,8 @@
 #include "yaml_reader.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -603,10 +605,9 @@ struct loader {
       }
     }
     deployment = cfg.kind == config_kind::deployment;
-    if (!deployment && accept == accept_kind::deployment_only) {
-      r.error(*m.get("kind"), "kind", "this is a rendered proxy file; give the deployment config it came from");
-      return;
-    }
+    if (!deployment && accept == accept_kind::deployment_only)
+      r.error(*m.get("kind"), "kind",
+              "egress-gen reads deployment configs; check a kind proxy file with `egress-proxy --check-config FILE`");
     auto only_in = [&](std::string_view key, bool wanted_deployment) {
       if (auto x = m.get(key); x && deployment != wanted_deployment) {
         r.error(*x, std::string(key),
@@ -743,9 +744,10 @@ std::optional<config> load_config_text(const std::string& text, const std::strin
 }
 
 std::optional<config> load_config(const std::string& path, accept_kind accept, diagnostics& diags) {
+  errno = 0;
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    diags.error(path, 0, 0, "", "cannot read file");
+    diags.error(path, 0, 0, "", std::string("cannot read file: ") + (errno ? std::strerror(errno) : "unknown error"));
     return std::nullopt;
   }
   std::ostringstream ss;

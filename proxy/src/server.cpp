@@ -319,8 +319,8 @@ public:
     const auto& p = snap_->cfg.proxy;
     tcp::endpoint listen = opts_.listen.value_or(tcp::endpoint(asio::ip::make_address(p.listen_address), p.port));
     tcp::endpoint admin = opts_.admin.value_or(tcp::endpoint(asio::ip::make_address(p.admin_address), p.admin_port));
-    open(proxy_acceptor_, listen);
-    open(admin_acceptor_, admin);
+    open(proxy_acceptor_, listen, "proxy listener", "--listen");
+    open(admin_acceptor_, admin, "admin listener", "--admin");
     signals_.add(SIGTERM);
     signals_.add(SIGINT);
     signals_.add(SIGHUP);
@@ -350,12 +350,16 @@ public:
   tcp::endpoint admin_endpoint() const { return admin_acceptor_.local_endpoint(); }
 
 private:
-  static void open(tcp::acceptor& a, const tcp::endpoint& ep) {
-    a.open(ep.protocol());
-    a.set_option(tcp::acceptor::reuse_address(true));
-    if (ep.address().is_v6()) a.set_option(asio::ip::v6_only(false));
-    a.bind(ep);
-    a.listen(asio::socket_base::max_listen_connections);
+  static void open(tcp::acceptor& a, const tcp::endpoint& ep, const char* what, const char* flag) {
+    error_code ec;
+    a.open(ep.protocol(), ec);
+    if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec && ep.address().is_v6()) a.set_option(asio::ip::v6_only(false), ec);
+    if (!ec) a.bind(ep, ec);
+    if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec)
+      throw std::runtime_error("cannot listen on " + endpoint_text(ep) + " (" + what + "): " + ec.message() +
+                               "; choose another address with " + flag + " ADDR:PORT");
   }
 
   // A new snapshot; the previous one's resolver (and its cache) is kept when the resolver
