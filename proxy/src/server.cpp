@@ -12,7 +12,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -27,7 +26,6 @@
 #include <array>
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 #include <unordered_map>
 
 namespace egress::proxy {
@@ -35,7 +33,6 @@ namespace egress::proxy {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using asio::awaitable;
-using namespace asio::experimental::awaitable_operators;
 using steady = std::chrono::steady_clock;
 using boost::system::error_code;
 
