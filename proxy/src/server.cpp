@@ -5,9 +5,11 @@
 #include "egress/proxy/http_framing.hpp"
 #include "egress/proxy/http_syntax.hpp"
 #include "egress/proxy/log.hpp"
+#include "egress/proxy/readiness.hpp"
 #include "egress/proxy/request_head.hpp"
 #include "egress/proxy/resolver.hpp"
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -21,9 +23,15 @@
 #include <openssl/evp.h>
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <unordered_map>
@@ -155,19 +163,110 @@ struct snapshot {
   std::shared_ptr<resolver> dns;
 };
 
-/// One client connection: both sockets and the deadline watchdog's state.
+/// One non-blocking TCP socket of a connection, registered with the readiness loop, and
+/// what the kernel last reported about it. Edge-triggered: a flag stays set until a read
+/// or write says EAGAIN (or a read comes back short, which means the socket is empty).
+struct stream {
+  int fd = -1;
+  std::uint64_t key = 0;  ///< readiness registration
+  bool readable = false;
+  bool writable = false;
+  bool hup = false;    ///< EPOLLRDHUP/EPOLLHUP/EPOLLERR seen: read on until recv(2) says 0 or fails
+  bool error = false;  ///< EPOLLERR seen (a failed connect says why in SO_ERROR)
+  /// A session coroutine waiting for [0] readable or [1] writable. (Boost 1.81's
+  /// any_completion_handler move-assignment is broken: only swap, construct and `= nullptr`.)
+  asio::any_completion_handler<void(error_code)> waiter[2];
+
+  /// Forgets everything but keeps the waiters' storage (empty by then).
+  void reset(int new_fd) {
+    fd = new_fd;
+    key = 0;
+    readable = writable = hup = error = false;
+  }
+};
+
+/// recv(2) into [p, p + len). Sets `ec` to would_block (and clears `readable`), eof, or
+/// the errno; a short read also clears `readable` unless the peer already half-closed.
+std::size_t recv_some(stream& s, char* p, std::size_t len, error_code& ec) {
+  for (;;) {
+    ssize_t n = ::recv(s.fd, p, len, 0);
+    if (n > 0) {
+      ec.clear();
+      if (static_cast<std::size_t>(n) < len && !s.hup) s.readable = false;
+      return static_cast<std::size_t>(n);
+    }
+    if (n == 0) {
+      ec = asio::error::eof;
+      return 0;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      s.readable = false;
+      ec = asio::error::would_block;
+    } else {
+      ec.assign(errno, boost::system::system_category());
+    }
+    return 0;
+  }
+}
+
+/// send(2) of [p, p + len) without SIGPIPE. Sets `ec` to would_block (and clears
+/// `writable`) or the errno; a partial write also clears `writable` (the buffer is full).
+std::size_t send_some(stream& s, const char* p, std::size_t len, error_code& ec) {
+  for (;;) {
+    ssize_t n = ::send(s.fd, p, len, MSG_NOSIGNAL);
+    if (n >= 0) {
+      ec.clear();
+      if (static_cast<std::size_t>(n) < len) s.writable = false;
+      return static_cast<std::size_t>(n);
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      s.writable = false;
+      ec = asio::error::would_block;
+    } else {
+      ec.assign(errno, boost::system::system_category());
+    }
+    return 0;
+  }
+}
+
+/// Completes when `s` is readable (`dir` 0) or writable (1), with operation_aborted when
+/// the connection's I/O is cancelled or the socket closed. Costs no system call: the
+/// readiness loop reports the change (connection::on_ready).
+template <typename Token>
+auto async_ready(const asio::any_io_executor& ex, stream& s, int dir, Token&& token) {
+  return asio::async_initiate<Token, void(error_code)>(
+      [&s, dir, ex](auto handler) {
+        if (s.fd < 0 || (dir == 0 ? s.readable : s.writable)) {
+          error_code ec = s.fd < 0 ? error_code(asio::error::operation_aborted) : error_code();
+          asio::post(ex, [h = std::move(handler), ec]() mutable { std::move(h)(ec); });
+          return;
+        }
+        asio::any_completion_handler<void(error_code)>(std::move(handler)).swap(s.waiter[dir]);
+      },
+      token);
+}
+
+/// One client connection: both sockets, the session's or the relay's state, and the
+/// deadline watchdog's.
 ///
 /// Deadlines are lazy: `due` is the current phase's deadline (or, while relaying,
 /// last_activity + idle), and the timer is only ever pulled earlier. When it fires before
 /// `due` the watchdog re-arms it; a phase change therefore costs no timer operation
 /// unless it brings the deadline forward.
-struct connection {
-  connection(asio::any_io_executor ex, tcp::socket s) : client(std::move(s)), upstream(ex), deadline(ex) {
+struct connection final : ready_listener, std::enable_shared_from_this<connection> {
+  connection(server_impl& o, readiness& l, asio::any_io_executor e) : owner(o), loop(l), ex(e), deadline(e) {
     deadline.expires_at(steady::time_point::max());
   }
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
 
-  tcp::socket client;
-  tcp::socket upstream;
+  server_impl& owner;
+  readiness& loop;
+  asio::any_io_executor ex;
+  stream client;    ///< readiness tag 0
+  stream upstream;  ///< readiness tag 1
   asio::steady_timer deadline;
   steady::time_point due = steady::time_point::max();
   steady::time_point last_activity = steady::now();
@@ -180,18 +279,38 @@ struct connection {
   std::uint64_t bytes_down = 0;
 
   // Tunnel state once the relay owns the connection (no coroutine frame is left then).
+  // Index d: 1 = client -> upstream, 0 = upstream -> client.
+  bool tunnel = false;     ///< the relay owns both sockets
+  bool tunnel_ended = false;
   std::uint64_t id = 0;
   decision_record rec;
   steady::time_point start;
-  int open_directions = 0;
-  std::vector<char> pending[2];  ///< [1] client->upstream, [0] upstream->client; only while a write waits
+  bool done[2] = {false, false};      ///< EOF read and passed on
+  bool bulk[2] = {false, false};      ///< a read filled the whole buffer: splice from now on
+  std::vector<char> pending[2];       ///< copied bytes the sink did not take yet
   std::array<int, 2> pipe[2] = {{-1, -1}, {-1, -1}};  ///< splice pipe per direction, only while bytes are in it
   std::size_t in_pipe[2] = {0, 0};                    ///< bytes spliced in and not yet out
 
   ~connection() {
+    for (stream* s : {&client, &upstream}) {
+      for (auto& w : s->waiter) w = nullptr;  // nothing may run for a connection that is gone
+      close_stream(*s);
+    }
     for (int i = 0; i < 2; ++i)
       if (pipe[i][0] >= 0) pipes().give(pipe[i], in_pipe[i] == 0);
   }
+
+  /// Adopts a connected or connecting non-blocking socket as `s` (tag 0 client, 1 upstream).
+  bool attach(stream& s, int fd, error_code& ec) {
+    s.reset(fd);
+    s.key = loop.add(fd, *this, &s == &client ? 0 : 1, ec);
+    if (s.key != 0) return true;
+    ::close(fd);
+    s.fd = -1;
+    return false;
+  }
+
+  void on_ready(int tag, std::uint32_t events) override;
 
   void set_due(steady::time_point t) {
     due = t;
@@ -208,59 +327,66 @@ struct connection {
     last_activity = steady::now();
     set_due(last_activity + d);
   }
+  /// Completes the session's pending waits with operation_aborted.
   void cancel_io() {
-    error_code ec;
-    client.cancel(ec);
-    upstream.cancel(ec);
+    cancel_waits(client);
+    cancel_waits(upstream);
+  }
+  void cancel_waits(stream& s) {
+    for (auto& w : s.waiter)
+      if (w) {
+        asio::post(ex, [h = std::move(w)]() mutable { std::move(h)(asio::error::operation_aborted); });
+        w = nullptr;
+      }
+  }
+  void close_stream(stream& s) {
+    cancel_waits(s);
+    if (s.fd < 0) return;
+    loop.remove(s.key);
+    ::close(s.fd);
+    s.reset(-1);
   }
   void close() {
     closed = true;
-    error_code ec;
-    client.close(ec);
-    upstream.close(ec);
+    close_stream(client);
+    close_stream(upstream);
     deadline.cancel();
   }
 };
 
-/// Fires when the phase deadline passes (or, while relaying, when nothing moved for
-/// `idle`) and cancels the connection's I/O; the owner sees `expired` and reports. A
-/// completion handler rather than a coroutine, so an idle tunnel keeps no frame for it.
-void watch(std::shared_ptr<connection> c) {
-  auto& timer = c->deadline;
-  timer.async_wait([c = std::move(c)](const error_code&) {
-    if (c->closed) return;
-    auto now = steady::now();
-    auto due = c->relaying ? c->last_activity + c->idle : c->due;
-    if (now < due) {
-      if (c->deadline.expiry() < due) c->deadline.expires_at(due);
-    } else if (c->deadline.expiry() <= now) {
-      c->expired = true;
-      c->cancel_io();
-      c->due = steady::time_point::max();
-      c->deadline.expires_at(steady::time_point::max());
-    }
-    watch(c);
-  });
-}
-
-/// Waits until `s` is readable, then reads what is there (at most `max` bytes) straight
-/// into `out`. Waiting first matters: the next bytes (a ClientHello after the 200, a
-/// response after the request) are rarely there yet, and a speculative read would cost a
-/// wasted recv(2) (measured: +30 % latency at concurrency 1).
-awaitable<error_code> read_into(tcp::socket& s, std::string& out, std::size_t max) {
+/// Reads what `s` has (at most `max` bytes, waiting until it is readable) into `out`.
+awaitable<error_code> read_into(connection& c, stream& s, std::string& out, std::size_t max) {
   constexpr std::size_t chunk = 16 * 1024;
   for (;;) {
-    auto [wait_ec] = co_await s.async_wait(tcp::socket::wait_read, nothrow);
-    if (wait_ec) co_return wait_ec;
+    if (!s.readable) {
+      auto [wait_ec] = co_await async_ready(c.ex, s, 0, nothrow);
+      if (wait_ec) co_return wait_ec;
+    }
     const std::size_t old = out.size();
     const std::size_t want = std::min(max, chunk);
     out.resize(old + want);
     error_code ec;
-    std::size_t n = s.read_some(asio::buffer(out.data() + old, want), ec);
-    out.resize(old + (ec ? 0 : n));
-    if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+    std::size_t n = recv_some(s, out.data() + old, want, ec);
+    out.resize(old + n);
+    if (ec == asio::error::would_block) continue;
     co_return ec;
   }
+}
+
+/// Writes all of `data` to `s`, waiting whenever its send buffer is full.
+awaitable<error_code> write_all(connection& c, stream& s, std::string_view data) {
+  while (!data.empty()) {
+    if (s.fd < 0) co_return asio::error::operation_aborted;
+    error_code ec;
+    std::size_t n = send_some(s, data.data(), data.size(), ec);
+    if (ec && ec != asio::error::would_block) co_return ec;
+    data.remove_prefix(n);
+    if (!data.empty() && !s.writable) {
+      auto [wait_ec] = co_await async_ready(c.ex, s, 1, nothrow);
+      if (wait_ec) co_return wait_ec;
+    }
+  }
+  co_return error_code{};
 }
 
 /// Completion handler for co_spawn: an exception escaping a coroutine is a bug; log it
@@ -305,10 +431,11 @@ std::optional<tcp::endpoint> parse_endpoint(std::string_view text) {
   return tcp::endpoint(a, static_cast<unsigned short>(p));
 }
 
-class server_impl : public std::enable_shared_from_this<server_impl> {
+class server_impl final : public std::enable_shared_from_this<server_impl>, public ready_listener {
 public:
   server_impl(asio::io_context& io, server_options opts, common::config cfg)
-      : io_(io), opts_(std::move(opts)), proxy_acceptor_(io), admin_acceptor_(io), signals_(io), drain_timer_(io) {
+      : io_(io), opts_(std::move(opts)), loop_(io), proxy_acceptor_(io), admin_acceptor_(io), signals_(io),
+        drain_timer_(io), accept_backoff_(io) {
     snap_ = make_snapshot(std::move(cfg));
   }
 
@@ -318,16 +445,25 @@ public:
     tcp::endpoint admin = opts_.admin.value_or(tcp::endpoint(asio::ip::make_address(p.admin_address), p.admin_port));
     open(proxy_acceptor_, listen, "proxy listener", "--listen");
     open(admin_acceptor_, admin, "admin listener", "--admin");
+    // The proxy listener leaves Asio for the readiness loop. Accepted sockets inherit
+    // TCP_NODELAY from it (Linux copies the option at accept), one setsockopt fewer each.
+    error_code ec;
+    proxy_acceptor_.set_option(tcp::no_delay(true), ec);
+    listen_ep_ = proxy_acceptor_.local_endpoint();
+    listen_fd_ = proxy_acceptor_.release();
+    if (::fcntl(listen_fd_, F_SETFL, ::fcntl(listen_fd_, F_GETFL) | O_NONBLOCK) != 0 ||
+        (listen_key_ = loop_.add(listen_fd_, *this, -1, ec)) == 0)
+      throw std::runtime_error("cannot watch the proxy listener: " +
+                               (ec ? ec.message() : error_code(errno, boost::system::system_category()).message()));
     signals_.add(SIGTERM);
     signals_.add(SIGINT);
     signals_.add(SIGHUP);
     wait_signal();
     auto self = shared_from_this();
-    asio::co_spawn(io_, accept_loop(self), log_exception{"accept_loop"});
     asio::co_spawn(io_, admin_loop(self), log_exception{"admin_loop"});
     std::string line = format_event_prefix("info", "listening");
     line += ",\"proxy\":";
-    append_json_string(line, endpoint_text(proxy_acceptor_.local_endpoint()));
+    append_json_string(line, endpoint_text(listen_ep_));
     line += ",\"admin\":";
     append_json_string(line, endpoint_text(admin_acceptor_.local_endpoint()));
     line += ",\"mode\":";
@@ -343,7 +479,7 @@ public:
     write_line(line);
   }
 
-  tcp::endpoint proxy_endpoint() const { return proxy_acceptor_.local_endpoint(); }
+  tcp::endpoint proxy_endpoint() const { return listen_ep_; }
   tcp::endpoint admin_endpoint() const { return admin_acceptor_.local_endpoint(); }
 
 private:
@@ -420,21 +556,29 @@ private:
   void begin_drain() {
     if (draining_) return;
     draining_ = true;
-    error_code ec;
-    proxy_acceptor_.close(ec);
+    stop_listening();
     log_event("info", "draining",
               std::to_string(live_.size()) + " connections open; grace " +
                   std::to_string(snap_->cfg.proxy.limits.drain_timeout.count()) + " ms");
-    for (auto& [id, weak] : live_)
-      if (auto c = weak.lock(); c && c->between_requests) c->close();
+    for (auto& [id, c] : live_)
+      if (c->between_requests) c->close();  // the session sees its wait aborted and ends
     drain_timer_.expires_after(snap_->cfg.proxy.limits.drain_timeout);
     drain_timer_.async_wait([self = shared_from_this()](const error_code& e) {
       if (e) return;
       // Grace period over: close what is left and let each session write its decision
       // line (end "drain"); stop when they are gone, or after one more second at most.
       self->drain_forced_ = true;
-      for (auto& [id, weak] : self->live_)
-        if (auto c = weak.lock()) c->close();
+      std::vector<std::shared_ptr<connection>> open;
+      for (auto& [id, c] : self->live_) open.push_back(c);
+      for (auto& c : open) {
+        if (c->tunnel) {
+          c->closed = true;
+          self->relay_end(c);
+        } else {
+          c->close();
+        }
+      }
+      if (self->stopped_) return;
       self->drain_timer_.expires_after(std::chrono::seconds(1));
       self->drain_timer_.async_wait([self](const error_code& e2) {
         if (!e2) self->finish_if_drained(true);
@@ -444,8 +588,19 @@ private:
     finish_if_drained(false);
   }
 
+  void on_ready(int, std::uint32_t) override { accept_ready(); }  // the proxy listener (tag -1)
+
+  void stop_listening() {
+    if (listen_fd_ < 0) return;
+    loop_.remove(listen_key_);
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+    accept_backoff_.cancel();
+  }
+
   void finish_if_drained(bool forced) {
-    if (!draining_ || (!live_.empty() && !forced)) return;
+    if (stopped_ || !draining_ || (!live_.empty() && !forced)) return;
+    stopped_ = true;
     flush_log();
     log_event("info", "stopped", forced ? "sessions did not finish after the grace period"
                                  : drain_forced_ ? "drain grace period over; open connections closed"
@@ -478,45 +633,91 @@ private:
     log_batch_.clear();
   }
 
-  static awaitable<void> accept_loop(std::shared_ptr<server_impl> self) {
-    asio::steady_timer backoff(self->io_);
-    for (;;) {
-      tcp::endpoint peer;
-      auto [ec, sock] = co_await self->proxy_acceptor_.async_accept(peer, nothrow);
-      if (!self->proxy_acceptor_.is_open() || ec == asio::error::operation_aborted) co_return;
-      if (ec) {
-        // EMFILE/ENFILE/ENOBUFS: back off instead of spinning on a listener that stays readable.
-        log_event("warning", "accept_failed", ec.message());
-        backoff.expires_after(std::chrono::milliseconds(100));
-        co_await backoff.async_wait(nothrow);
-        continue;
+  // The listener is readable: accept what is queued, at most a bounded number per turn
+  // so that the other handlers run (edge-triggered: a new connection brings a new event,
+  // the ones already queued do not, hence the post).
+  void accept_ready() {
+    constexpr int max_accepts_per_turn = 64;
+    for (int i = 0; i < max_accepts_per_turn; ++i) {
+      if (listen_fd_ < 0) return;
+      sockaddr_storage peer{};
+      socklen_t len = sizeof peer;
+      int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+        // EMFILE/ENFILE/ENOBUFS/ENOMEM: back off instead of spinning on a listener that
+        // stays readable; the timer retries (queued connections bring no new edge).
+        log_event("warning", "accept_failed", error_code(errno, boost::system::system_category()).message());
+        accept_backoff_.expires_after(std::chrono::milliseconds(100));
+        accept_backoff_.async_wait([self = shared_from_this()](const error_code& ec) {
+          if (!ec) self->accept_ready();
+        });
+        return;
       }
-      std::uint64_t id = self->next_id_++;
-      if (static_cast<std::uint64_t>(self->metrics_.connections()) >= self->snap_->cfg.proxy.limits.max_connections) {
-        decision_record rec;
-        rec.conn = id;
-        error_code e;
-        rec.client = endpoint_text(peer);
-        rec.reason = "too_many_connections";
-        rec.status = 503;
-        std::string r = refusal(503, rec.reason);
-        sock.non_blocking(true, e);
-        sock.write_some(asio::buffer(r), e);  // best effort: never wait on a client we cannot serve
-        sock.close(e);
-        self->decided(rec, steady::now());
-        continue;
-      }
-      auto c = std::make_shared<connection>(self->io_.get_executor(), std::move(sock));
-      self->live_.emplace(id, c);
-      self->metrics_.connection_opened();
-      c->id = id;
-      watch(c);
-      asio::co_spawn(self->io_, session(self, c, id, endpoint_text(peer)), [self, c](std::exception_ptr e, bool handed_to_relay) {
-        log_exception{"session"}(e);
-        if (handed_to_relay && !e) return;  // the relay ends the connection
-        self->end_connection(c);
-      });
+      accepted(fd, peer, len);
     }
+    asio::post(io_, [self = shared_from_this()] { self->accept_ready(); });
+  }
+
+  void accepted(int fd, const sockaddr_storage& sa, socklen_t len) {
+    tcp::endpoint peer;
+    if (len <= peer.capacity()) {
+      std::memcpy(peer.data(), &sa, len);
+      peer.resize(len);
+    }
+    std::uint64_t id = next_id_++;
+    if (static_cast<std::uint64_t>(metrics_.connections()) >= snap_->cfg.proxy.limits.max_connections) {
+      decision_record rec;
+      rec.conn = id;
+      rec.client = endpoint_text(peer);
+      rec.reason = "too_many_connections";
+      rec.status = 503;
+      std::string r = refusal(503, rec.reason);
+      // Best effort: never wait on a client we cannot serve.
+      [[maybe_unused]] ssize_t n = ::send(fd, r.data(), r.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ::close(fd);
+      decided(rec, steady::now());
+      return;
+    }
+    auto c = std::make_shared<connection>(*this, loop_, io_.get_executor());
+    error_code ec;
+    if (!c->attach(c->client, fd, ec)) {
+      log_event("warning", "accept_failed", "epoll_ctl: " + ec.message());
+      return;
+    }
+    c->id = id;
+    live_.emplace(id, c);
+    metrics_.connection_opened();
+    watch(c);
+    auto self = shared_from_this();
+    asio::co_spawn(io_, session(self, c, id, endpoint_text(peer)), [self, c](std::exception_ptr e, bool handed_to_relay) {
+      log_exception{"session"}(e);
+      if (handed_to_relay && !e) return;  // the relay ends the connection
+      self->end_connection(c);
+    });
+  }
+
+  /// Fires when the phase deadline passes (or, while relaying, when nothing moved for
+  /// `idle`): a session sees its wait aborted and `expired` set; a tunnel ends. A
+  /// completion handler rather than a coroutine, so an idle tunnel keeps no frame for it.
+  static void watch(std::shared_ptr<connection> c) {
+    auto& timer = c->deadline;
+    timer.async_wait([c = std::move(c)](const error_code&) {
+      if (c->closed) return;
+      auto now = steady::now();
+      auto due = c->relaying ? c->last_activity + c->idle : c->due;
+      if (now < due) {
+        if (c->deadline.expiry() < due) c->deadline.expires_at(due);
+      } else if (c->deadline.expiry() <= now) {
+        c->expired = true;
+        c->due = steady::time_point::max();
+        c->deadline.expires_at(steady::time_point::max());
+        if (c->tunnel) c->owner.relay_end(c);
+        else c->cancel_io();
+      }
+      if (!c->closed) watch(c);
+    });
   }
 
   // Reads into `buf` until it holds a complete request head; returns its length, or 0
@@ -545,7 +746,7 @@ private:
           co_return 0;
         }
       }
-      auto ec = co_await read_into(c->client, buf, limits.max_header_bytes - buf.size());
+      auto ec = co_await read_into(*c, c->client, buf, limits.max_header_bytes - buf.size());
       if (ec) {
         // A keep-alive connection that simply goes quiet is closed without a response.
         if (c->expired && (first || !buf.empty())) reason = "header_timeout";
@@ -553,6 +754,34 @@ private:
       }
       c->between_requests = false;
     }
+  }
+
+  // Opens a non-blocking socket, connects it to `ep` and waits for the outcome: the
+  // readiness loop reports EPOLLOUT on success, EPOLLERR (SO_ERROR says why) on failure.
+  static awaitable<error_code> connect_upstream(connection& c, const tcp::endpoint& ep) {
+    int fd = ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) co_return error_code(errno, boost::system::system_category());
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (::connect(fd, ep.data(), static_cast<socklen_t>(ep.size())) != 0 && errno != EINPROGRESS) {
+      error_code ec(errno, boost::system::system_category());
+      ::close(fd);
+      co_return ec;
+    }
+    // Registered only now: a socket that is not connecting yet polls as EPOLLHUP.
+    error_code ec;
+    if (!c.attach(c.upstream, fd, ec)) co_return ec;
+    if (!c.upstream.writable) {
+      auto [wait_ec] = co_await async_ready(c.ex, c.upstream, 1, nothrow);
+      if (wait_ec) co_return wait_ec;
+    }
+    if (c.upstream.error || c.upstream.hup) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (::getsockopt(c.upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+      if (err != 0) co_return error_code(err, boost::system::system_category());
+    }
+    co_return error_code{};
   }
 
   // Resolves (unless the host is a literal), filters and connects. On success the
@@ -584,20 +813,16 @@ private:
     auto t0 = steady::now();
     for (const auto& a : filtered.allowed) {
       tcp::endpoint ep(a, port);
-      error_code ec;
-      c->upstream.close(ec);
+      c->close_stream(c->upstream);
       c->arm(snap->cfg.proxy.limits.connect_timeout);
-      auto [cec] = co_await c->upstream.async_connect(ep, nothrow);
+      rec->upstream = endpoint_text(ep);
+      auto cec = co_await connect_upstream(*c, ep);
       if (!cec && !c->expired) {
         rec->connect_ms = ms_since(t0);
         self->metrics_.connect_latency(rec->connect_ms / 1000.0);
-        rec->upstream = endpoint_text(ep);
-        c->upstream.set_option(tcp::no_delay(true), ec);
-        c->upstream.non_blocking(true, ec);
         co_return decision::allow();
       }
       last = c->expired ? "connect_timeout" : cec == asio::error::connection_refused ? "connect_refused" : "connect_failed";
-      rec->upstream = endpoint_text(ep);
     }
     rec->connect_ms = ms_since(t0);
     co_return decision::deny(last);
@@ -612,7 +837,7 @@ private:
     rec.status = status != 0 ? status : status_for(reason);
     std::string r = refusal(rec.status, reason);
     c->arm(std::chrono::seconds(5));
-    co_await asio::async_write(c->client, asio::buffer(r), nothrow);
+    co_await write_all(*c, c->client, r);
     self->decided(rec, start);
   }
 
@@ -626,9 +851,6 @@ private:
   // the relay, which then owns the connection.
   static awaitable<bool> session(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, std::uint64_t id,
                                  std::string client) {
-    error_code ec;
-    c->client.set_option(tcp::no_delay(true), ec);
-    c->client.non_blocking(true, ec);
     std::string buf;
     for (bool first = true;; first = false) {
       auto snap = self->snap_;  // each request sees the config current when it arrived
@@ -676,7 +898,7 @@ private:
       std::string upstream_request = upstream_head(req);
       bool keep = co_await forward_http(self, c, snap, req, std::move(upstream_request), buf, head_len, rec, start);
       if (!keep || self->draining_) co_return false;
-      c->upstream.close(ec);
+      c->close_stream(c->upstream);
     }
   }
 
@@ -686,8 +908,7 @@ private:
     const auto& p = snap->cfg.proxy;
     static constexpr std::string_view established = "HTTP/1.1 200 Connection established\r\n\r\n";
     c->arm(p.limits.client_hello_timeout);
-    auto [wec, wn] = co_await asio::async_write(c->client, asio::buffer(established), nothrow);
-    if (wec) {
+    if (auto wec = co_await write_all(*c, c->client, established)) {
       rec.reason = "client_closed";
       self->decided(rec, start);
       co_return false;
@@ -697,7 +918,7 @@ private:
     auto result = parser.feed(std::span(reinterpret_cast<const std::uint8_t*>(hello.data()), hello.size()));
     while (result.state == hello_state::need_more) {
       std::size_t before = hello.size();
-      auto ec = co_await read_into(c->client, hello, relay_buffer().size());
+      auto ec = co_await read_into(*c, c->client, hello, relay_buffer().size());
       if (ec) {
         rec.reason = c->expired ? "client_hello_timeout" : "client_hello_incomplete";
         rec.status = 200;
@@ -713,8 +934,7 @@ private:
       self->decided(rec, start);
       co_return false;
     }
-    auto [fec, fn] = co_await asio::async_write(c->upstream, asio::buffer(hello), nothrow);
-    if (fec) {
+    if (auto fec = co_await write_all(*c, c->upstream, hello)) {
       rec.allowed = true;
       rec.reason = "allowed";
       rec.end = "error";
@@ -728,99 +948,52 @@ private:
     c->start = start;
     self->metrics_.tunnel_opened();
     c->arm_idle(p.limits.idle_timeout);
-    c->open_directions = 2;
-    relay_wait(self, c, true);
-    relay_wait(self, c, false);
+    c->tunnel = true;
+    // Bytes may already wait on either socket (no new edge will say so): pump once.
+    asio::post(self->io_, [self, c] { self->relay_ready(c); });
     co_return true;
   }
 
-  // The relay: completion handlers, not coroutines, so an idle tunnel is the connection
-  // object and two pending waits. Each direction waits for readability, then moves what
-  // is there through the thread's shared buffer until the socket would block (bounded);
-  // only a write the peer cannot take at once keeps its remainder in `pending`.
-  static void relay_wait(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, bool up) {
-    tcp::socket& from = up ? c->client : c->upstream;
-    from.async_wait(tcp::socket::wait_read, [self = std::move(self), c = std::move(c), up](const error_code& ec) mutable {
-      if (ec) return relay_direction_done(self, c);
-      relay_readable(std::move(self), std::move(c), up);
-    });
+public:
+  // The relay: no coroutine and no pending operation, so an idle tunnel is the connection
+  // object alone (plus its registrations). Every readiness change of either socket pumps
+  // both directions; a direction moves bytes while its source is readable and its sink
+  // takes them. Small reads are copied through the thread's buffer (a short recv(2) also
+  // says the socket is empty); once a read fills the buffer the direction switches to
+  // splice(2) through a pooled pipe, which it holds only while bytes are in it.
+  void relay_ready(const std::shared_ptr<connection>& c) {
+    relay_pump(c, 1);
+    relay_pump(c, 0);
   }
 
-  // Readable: move the bytes with splice(2) through a pooled pipe (no copy through user
-  // space), until the socket would block (bounded, so one busy tunnel cannot starve the
-  // others). Without a pipe (descriptor limit), copy instead.
-  static void relay_readable(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, bool up) {
-    const int d = up ? 1 : 0;
-    if (c->pipe[d][0] < 0) c->pipe[d] = pipes().take();
-    if (c->pipe[d][0] < 0) return relay_copy(std::move(self), std::move(c), up);
-    tcp::socket& from = up ? c->client : c->upstream;
-    tcp::socket& to = up ? c->upstream : c->client;
-    std::uint64_t& count = up ? c->bytes_up : c->bytes_down;
-    constexpr int max_splices_per_wakeup = 16;
-    for (int i = 0; i < max_splices_per_wakeup; ++i) {
-      ssize_t n = ::splice(from.native_handle(), nullptr, c->pipe[d][1], nullptr, pipe_pool::capacity_bytes,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        release_pipe(*c, d);
-        if (n == 0) {
-          // Half-close: the other direction goes on. When it is already done, the close
-          // that follows says the same.
-          error_code ignored;
-          if (c->open_directions > 1) to.shutdown(tcp::socket::shutdown_send, ignored);
-        } else {
-          c->cancel_io();
-        }
-        return relay_direction_done(self, c);
-      }
-      count += static_cast<std::uint64_t>(n);
-      c->in_pipe[d] += static_cast<std::size_t>(n);
-      c->last_activity = steady::now();
-      if (!flush_pipe(*c, d, to)) {
-        c->cancel_io();
-        release_pipe(*c, d);
-        return relay_direction_done(self, c);
-      }
-      if (c->in_pipe[d] > 0) {
-        // The peer is slower: keep the pipe (it holds the bytes) until it can take them.
-        return relay_wait_writable(std::move(self), std::move(c), up);
-      }
-      if (n < pipe_pool::capacity_bytes) break;  // a short read: the socket is most likely empty now
+private:
+  enum class flushed { empty, blocked, failed };
+
+  // Writes what direction d still holds (copied bytes, then the pipe) to its sink.
+  static flushed flush(connection& c, int d) {
+    stream& to = d ? c.upstream : c.client;
+    auto& pending = c.pending[d];
+    if (pending.empty() && c.in_pipe[d] == 0) return flushed::empty;
+    if (!to.writable) return flushed::blocked;  // its EPOLLOUT brings the relay back
+    if (!pending.empty()) {
+      error_code ec;
+      std::size_t w = send_some(to, pending.data(), pending.size(), ec);
+      if (ec && ec != asio::error::would_block) return flushed::failed;
+      pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(w));
+      if (!pending.empty()) return flushed::blocked;
+      std::vector<char>().swap(pending);
     }
-    release_pipe(*c, d);
-    relay_wait(std::move(self), std::move(c), up);
-  }
-
-  // Bytes wait in the pipe: flush them when `to` is writable, then read again.
-  static void relay_wait_writable(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, bool up) {
-    const int d = up ? 1 : 0;
-    tcp::socket& to = up ? c->upstream : c->client;
-    to.async_wait(tcp::socket::wait_write, [self = std::move(self), c, up, d](const error_code& ec) mutable {
-      tcp::socket& out = up ? c->upstream : c->client;
-      if (ec || !flush_pipe(*c, d, out)) {
-        c->cancel_io();
-        release_pipe(*c, d);
-        return relay_direction_done(self, c);
-      }
-      if (c->in_pipe[d] > 0) return relay_wait_writable(std::move(self), std::move(c), up);
-      release_pipe(*c, d);
-      relay_wait(std::move(self), std::move(c), up);
-    });
-  }
-
-  // Splices what the pipe holds into `to` until empty or the socket would block.
-  // Returns false on a write error.
-  static bool flush_pipe(connection& c, int d, tcp::socket& to) {
     while (c.in_pipe[d] > 0) {
-      ssize_t w = ::splice(c.pipe[d][0], nullptr, to.native_handle(), nullptr, c.in_pipe[d],
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-      if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+      ssize_t w = ::splice(c.pipe[d][0], nullptr, to.fd, nullptr, c.in_pipe[d], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return false;
+      if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        to.writable = false;
+        return flushed::blocked;
+      }
+      if (w <= 0) return flushed::failed;
       c.in_pipe[d] -= static_cast<std::size_t>(w);
     }
-    return true;
+    return flushed::empty;
   }
 
   static void release_pipe(connection& c, int d) {
@@ -830,76 +1003,88 @@ private:
     c.in_pipe[d] = 0;
   }
 
-  static void relay_copy(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c, bool up) {
-    tcp::socket& from = up ? c->client : c->upstream;
-    tcp::socket& to = up ? c->upstream : c->client;
-    std::uint64_t& count = up ? c->bytes_up : c->bytes_down;
+  void relay_pump(const std::shared_ptr<connection>& c, int d) {
+    if (c->tunnel_ended || c->done[d]) return;
+    stream& from = d ? c->client : c->upstream;
+    stream& to = d ? c->upstream : c->client;
+    std::uint64_t& count = d ? c->bytes_up : c->bytes_down;
     constexpr int max_reads_per_wakeup = 16;  // one busy tunnel must not starve the others
     for (int i = 0; i < max_reads_per_wakeup; ++i) {
-      auto& buf = relay_buffer();
-      error_code ec;
-      std::size_t n = from.read_some(asio::buffer(buf), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-      if (ec == asio::error::eof) {
-        error_code ignored;
-        if (c->open_directions > 1) to.shutdown(tcp::socket::shutdown_send, ignored);  // half-close
-        return relay_direction_done(self, c);
+      switch (flush(*c, d)) {
+        case flushed::failed: return relay_end(c);
+        case flushed::blocked: return;
+        case flushed::empty: break;
       }
-      if (ec) {
-        c->cancel_io();
-        return relay_direction_done(self, c);
+      if (!from.readable) return release_pipe(*c, d);
+      std::size_t n = 0;
+      if (c->bulk[d] && c->pipe[d][0] < 0) c->pipe[d] = pipes().take();
+      if (c->bulk[d] && c->pipe[d][0] >= 0) {
+        ssize_t r = ::splice(from.fd, nullptr, c->pipe[d][1], nullptr, pipe_pool::capacity_bytes,
+                             SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          from.readable = false;
+          return release_pipe(*c, d);
+        }
+        if (r < 0) return relay_end(c);
+        if (r == 0) return relay_eof(c, d);
+        n = static_cast<std::size_t>(r);
+        c->in_pipe[d] += n;
+      } else {
+        // Copy (small reads, or no pipe to be had: descriptor limit).
+        auto& buf = relay_buffer();
+        error_code ec;
+        n = recv_some(from, buf.data(), buf.size(), ec);
+        if (ec == asio::error::would_block) return;
+        if (ec == asio::error::eof) return relay_eof(c, d);
+        if (ec) return relay_end(c);
+        if (n == buf.size()) c->bulk[d] = true;
+        std::size_t w = 0;
+        if (to.writable) {
+          w = send_some(to, buf.data(), n, ec);
+          if (ec && ec != asio::error::would_block) return relay_end(c);
+        }
+        if (w < n) c->pending[d].assign(buf.data() + w, buf.data() + n);
       }
       count += n;
       c->last_activity = steady::now();
-      std::size_t written = to.write_some(asio::buffer(buf.data(), n), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) {
-        written = 0;
-        ec = {};
-      }
-      if (ec) {
-        c->cancel_io();
-        return relay_direction_done(self, c);
-      }
-      if (written < n) {
-        auto& pending = c->pending[up ? 1 : 0];
-        pending.assign(buf.data() + written, buf.data() + n);
-        asio::async_write(to, asio::buffer(pending),
-                          [self = std::move(self), c, up](const error_code& wec, std::size_t) mutable {
-                            std::vector<char>().swap(c->pending[up ? 1 : 0]);
-                            if (wec) {
-                              c->cancel_io();
-                              return relay_direction_done(self, c);
-                            }
-                            c->last_activity = steady::now();
-                            relay_wait(std::move(self), std::move(c), up);
-                          });
-        return;
-      }
-      if (n < buf.size()) break;  // a short read: the socket is most likely empty now
     }
-    relay_wait(std::move(self), std::move(c), up);
+    // The bound was reached: go on after the other handlers had their turn (bytes already
+    // there bring no new edge).
+    asio::post(io_, [self = shared_from_this(), c, d] { self->relay_pump(c, d); });
   }
 
-  static void relay_direction_done(const std::shared_ptr<server_impl>& self, const std::shared_ptr<connection>& c) {
-    if (--c->open_directions > 0) return;
-    self->metrics_.tunnel_closed();
+  // Direction d read EOF: pass the half-close on; the other direction goes on. When it is
+  // already done, the tunnel ends.
+  void relay_eof(const std::shared_ptr<connection>& c, int d) {
+    c->done[d] = true;
+    release_pipe(*c, d);
+    if (c->done[1 - d]) return relay_end(c);
+    stream& to = d ? c->upstream : c->client;
+    ::shutdown(to.fd, SHUT_WR);
+  }
+
+  // Ends the tunnel once: both sockets closed, the decision line written.
+  void relay_end(const std::shared_ptr<connection>& c) {
+    if (c->tunnel_ended) return;
+    c->tunnel_ended = true;
+    metrics_.tunnel_closed();
     auto& rec = c->rec;
     rec.bytes_up = c->bytes_up;
     rec.bytes_down = c->bytes_down;
     rec.end = c->expired ? "idle_timeout" : c->closed ? "drain" : "eof";
-    self->metrics_.bytes(c->bytes_up, c->bytes_down);
-    self->decided(rec, c->start);
-    self->end_connection(c);
+    metrics_.bytes(c->bytes_up, c->bytes_down);
+    decided(rec, c->start);
+    end_connection(c);
   }
 
   // Copies exactly `n` body bytes from `from` to `to`, taking first from `pending`
   // (bytes already read); leftover pending bytes stay for the next message.
-  static awaitable<bool> relay_length(std::shared_ptr<connection> c, tcp::socket& from, tcp::socket& to,
+  static awaitable<bool> relay_length(std::shared_ptr<connection> c, stream& from, stream& to,
                                       std::uint64_t n, std::string& pending, std::uint64_t& count) {
     std::size_t first = static_cast<std::size_t>(std::min<std::uint64_t>(n, pending.size()));
     if (first > 0) {
-      auto [ec, w] = co_await asio::async_write(to, asio::buffer(pending.data(), first), nothrow);
-      if (ec) co_return false;
+      if (co_await write_all(*c, to, std::string_view(pending.data(), first))) co_return false;
       pending.erase(0, first);
       n -= first;
       count += first;
@@ -907,11 +1092,10 @@ private:
     std::string chunk;
     while (n > 0) {
       chunk.clear();
-      auto ec = co_await read_into(from, chunk, static_cast<std::size_t>(std::min<std::uint64_t>(n, relay_buffer().size())));
+      auto ec = co_await read_into(*c, from, chunk, static_cast<std::size_t>(std::min<std::uint64_t>(n, relay_buffer().size())));
       if (ec) co_return false;
       c->last_activity = steady::now();
-      auto [wec, w] = co_await asio::async_write(to, asio::buffer(chunk), nothrow);
-      if (wec) co_return false;
+      if (co_await write_all(*c, to, chunk)) co_return false;
       n -= chunk.size();
       count += chunk.size();
     }
@@ -919,29 +1103,27 @@ private:
   }
 
   // Copies a chunked body until its last chunk and trailer; bytes after it stay in `pending`.
-  static awaitable<bool> relay_chunked(std::shared_ptr<connection> c, tcp::socket& from, tcp::socket& to,
+  static awaitable<bool> relay_chunked(std::shared_ptr<connection> c, stream& from, stream& to,
                                        std::string& pending, std::uint64_t& count) {
     chunked_scanner scan;
     std::size_t k = scan.feed(pending);
     if (scan.status() == chunked_scanner::state::error) co_return false;
     if (k > 0) {
-      auto [ec, w] = co_await asio::async_write(to, asio::buffer(pending.data(), k), nothrow);
-      if (ec) co_return false;
+      if (co_await write_all(*c, to, std::string_view(pending.data(), k))) co_return false;
       pending.erase(0, k);
       count += k;
     }
     std::string chunk;
     while (scan.status() == chunked_scanner::state::body) {
       chunk.clear();
-      auto ec = co_await read_into(from, chunk, relay_buffer().size());
+      auto ec = co_await read_into(*c, from, chunk, relay_buffer().size());
       if (ec) co_return false;
       c->last_activity = steady::now();
       std::size_t used = scan.feed(chunk);
       if (scan.status() == chunked_scanner::state::error) co_return false;
       pending.append(chunk, used, std::string::npos);  // the next pipelined message
       chunk.resize(used);
-      auto [wec, w] = co_await asio::async_write(to, asio::buffer(chunk), nothrow);
-      if (wec) co_return false;
+      if (co_await write_all(*c, to, chunk)) co_return false;
       count += used;
     }
     co_return true;
@@ -975,11 +1157,10 @@ private:
       self->decided(rec, start);
       return false;
     };
-    auto [ec, w] = co_await asio::async_write(c->upstream, asio::buffer(upstream_request), nothrow);
-    if (ec) co_return fail("error");
+    if (co_await write_all(*c, c->upstream, upstream_request)) co_return fail("error");
     if (expect_continue) {
       static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
-      co_await asio::async_write(c->client, asio::buffer(cont), nothrow);
+      co_await write_all(*c, c->client, cont);
     }
     bool ok = true;
     if (chunked) ok = co_await relay_chunked(c, c->client, c->upstream, buf, c->bytes_up);
@@ -994,7 +1175,7 @@ private:
       std::size_t n = find_head_end(rbuf);
       if (n == 0) {
         if (rbuf.size() >= limits.max_header_bytes) break;
-        auto rec_ec = co_await read_into(c->upstream, rbuf, limits.max_header_bytes - rbuf.size());
+        auto rec_ec = co_await read_into(*c, c->upstream, rbuf, limits.max_header_bytes - rbuf.size());
         if (rec_ec) break;
         c->last_activity = steady::now();
         continue;
@@ -1015,8 +1196,7 @@ private:
     }
     bool keep = client_keep_alive && resp->body != body_kind::until_close && !self->draining_;
     std::string head = client_response_head(*resp, keep);
-    auto [hec, hw] = co_await asio::async_write(c->client, asio::buffer(head), nothrow);
-    if (hec) co_return fail("error");
+    if (co_await write_all(*c, c->client, head)) co_return fail("error");
     rec.status = resp->status;
     switch (resp->body) {
       case body_kind::none: break;
@@ -1026,22 +1206,20 @@ private:
       case body_kind::chunked: ok = co_await relay_chunked(c, c->upstream, c->client, rbuf, c->bytes_down); break;
       case body_kind::until_close: {
         if (!rbuf.empty()) {
-          auto [e2, w2] = co_await asio::async_write(c->client, asio::buffer(rbuf), nothrow);
-          if (e2) ok = false;
+          if (co_await write_all(*c, c->client, rbuf)) ok = false;
           c->bytes_down += rbuf.size();
         }
         std::string chunk;
         while (ok) {
           chunk.clear();
-          auto e3 = co_await read_into(c->upstream, chunk, relay_buffer().size());
+          auto e3 = co_await read_into(*c, c->upstream, chunk, relay_buffer().size());
           if (e3 == asio::error::eof) break;
           if (e3) {
             ok = false;
             break;
           }
           c->last_activity = steady::now();
-          auto [e4, w4] = co_await asio::async_write(c->client, asio::buffer(chunk), nothrow);
-          if (e4) ok = false;
+          if (co_await write_all(*c, c->client, chunk)) ok = false;
           c->bytes_down += chunk.size();
         }
         break;
@@ -1064,21 +1242,21 @@ private:
         co_await t.async_wait(nothrow);
         continue;
       }
-      auto c = std::make_shared<connection>(self->io_.get_executor(), std::move(sock));
-      watch(c);
-      asio::co_spawn(self->io_, admin_session(self, c), [c](std::exception_ptr e) {
-        log_exception{"admin_session"}(e);
-        c->close();
-      });
+      asio::co_spawn(self->io_, admin_session(self, std::move(sock)), log_exception{"admin_session"});
     }
   }
 
-  static awaitable<void> admin_session(std::shared_ptr<server_impl> self, std::shared_ptr<connection> c) {
-    c->arm(std::chrono::seconds(5));
+  // One admin request (Asio sockets: this is not the data path), 5 s at most.
+  static awaitable<void> admin_session(std::shared_ptr<server_impl> self, tcp::socket sock) {
+    asio::steady_timer deadline(self->io_, std::chrono::seconds(5));
+    deadline.async_wait([&sock](const error_code& ec) {
+      error_code ignored;
+      if (!ec) sock.close(ignored);  // aborted: the session is over and `sock` is gone
+    });
     std::string buf;
     while (find_head_end(buf) == 0 && buf.size() < 8192) {
       std::array<char, 1024> tmp;
-      auto [ec, n] = co_await c->client.async_read_some(asio::buffer(tmp), nothrow);
+      auto [ec, n] = co_await sock.async_read_some(asio::buffer(tmp), nothrow);
       if (ec) co_return;
       buf.append(tmp.data(), n);
     }
@@ -1099,24 +1277,46 @@ private:
     std::string out = "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason_phrase(status == 503 ? 503 : status)) +
                       "\r\nContent-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) +
                       "\r\nConnection: close\r\n\r\n" + body;
-    co_await asio::async_write(c->client, asio::buffer(out), nothrow);
+    co_await asio::async_write(sock, asio::buffer(out), nothrow);
   }
 
   asio::io_context& io_;
   server_options opts_;
   std::shared_ptr<const snapshot> snap_;
+  readiness loop_;  // before live_: connections leave it when they are destroyed
   tcp::acceptor proxy_acceptor_;
   tcp::acceptor admin_acceptor_;
   asio::signal_set signals_;
   asio::steady_timer drain_timer_;
+  asio::steady_timer accept_backoff_;
+  tcp::endpoint listen_ep_;
+  int listen_fd_ = -1;            ///< the proxy listener, on loop_ (tag -1)
+  std::uint64_t listen_key_ = 0;
   metrics metrics_;
   bool draining_ = false;
   bool drain_forced_ = false;
+  bool stopped_ = false;
   std::string log_batch_;
   bool log_flush_posted_ = false;
   std::uint64_t next_id_ = 1;
-  std::unordered_map<std::uint64_t, std::weak_ptr<connection>> live_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<connection>> live_;
 };
+
+void connection::on_ready(int tag, std::uint32_t events) {
+  stream& s = tag == 0 ? client : upstream;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.readable = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.hup = true;
+  if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) s.writable = true;
+  if (events & EPOLLERR) s.error = true;
+  auto keep = shared_from_this();  // a completion may end the connection
+  if (tunnel) return owner.relay_ready(keep);
+  for (int dir = 0; dir < 2 && s.fd >= 0; ++dir) {
+    if (!(dir == 0 ? s.readable : s.writable) || !s.waiter[dir]) continue;
+    asio::any_completion_handler<void(error_code)> h;
+    h.swap(s.waiter[dir]);
+    std::move(h)(error_code{});
+  }
+}
 
 server::server(asio::io_context& io, server_options opts, common::config cfg)
     : impl_(std::make_shared<server_impl>(io, std::move(opts), std::move(cfg))) {}
