@@ -1,6 +1,7 @@
 #include "egress/proxy/log.hpp"
 
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <ctime>
 
@@ -9,18 +10,27 @@
 namespace egress::proxy {
 namespace {
 
+// The date and time to the second change once a second: formatted then, reused for every
+// line in between (the log is written from the io_context's thread only).
 void append_time(std::string& out, std::chrono::system_clock::time_point now) {
   auto secs = std::chrono::time_point_cast<std::chrono::seconds>(now);
   auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now - secs).count();
-  std::time_t t = std::chrono::system_clock::to_time_t(secs);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(millis));
+  thread_local std::chrono::time_point<std::chrono::system_clock, std::chrono::seconds> cached_second{};
+  thread_local char cached[64] = {};
+  if (secs != cached_second || cached[0] == 0) {
+    std::time_t t = std::chrono::system_clock::to_time_t(secs);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    std::snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    cached_second = secs;
+  }
+  const char ms[3] = {static_cast<char>('0' + millis / 100), static_cast<char>('0' + millis / 10 % 10),
+                      static_cast<char>('0' + millis % 10)};
   out += '"';
-  out += buf;
-  out += '"';
+  out += cached;
+  out.append(ms, 3);
+  out += "Z\"";
 }
 
 void key(std::string& out, std::string_view k) {
@@ -31,8 +41,9 @@ void key(std::string& out, std::string_view k) {
 
 void append_ms(std::string& out, double ms) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3f", ms);
-  out += buf;
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, ms, std::chars_format::fixed, 3);
+  if (ec != std::errc{}) out += "0.000";  // cannot happen with 32 bytes, but never write garbage
+  else out.append(buf, end);
 }
 
 }  // namespace

@@ -53,6 +53,7 @@ std::uint64_t readiness::add(int fd, ready_listener& listener, int tag, boost::s
   s.listener = &listener;
   s.tag = tag;
   ++live_;
+  added_ = true;
   ec.clear();
   return key;
 }
@@ -79,22 +80,30 @@ void readiness::arm() {
 }
 
 void readiness::deliver() {
-  // One epoll_wait per turn. A full batch leaves the rest in the kernel's ready list; the
-  // re-arm below sees the epoll descriptor still readable, so the next turn takes them
-  // after the io_context's other handlers (timers, DNS) had theirs.
+  // A turn takes what the kernel has ready. Registrations made while delivering (an
+  // accepted client, a connecting upstream) are often ready at once: the next
+  // epoll_wait(2) then takes their events in the same turn, instead of a round trip
+  // through the io_context's reactor (re-arm plus its own epoll_wait). Bounded, so that
+  // timers and DNS answers get their turn; a full batch leaves the rest for the next turn
+  // (the re-arm below sees the epoll descriptor still readable).
+  constexpr int max_rounds = 4;
   std::array<epoll_event, 256> events;
-  int n;
-  do {
-    n = ::epoll_wait(epoll_.native_handle(), events.data(), static_cast<int>(events.size()), 0);
-  } while (n < 0 && errno == EINTR);
   auto alive = alive_;  // a listener may destroy this loop's owner; stop if it did
-  for (int i = 0; i < n && *alive; ++i) {
-    const std::uint64_t key = events[static_cast<std::size_t>(i)].data.u64;
-    const std::size_t index = static_cast<std::size_t>((key & 0xffffffffu) - 1);
-    if (index >= slots_.size()) continue;
-    const slot& s = slots_[index];
-    if (s.listener == nullptr || s.generation != static_cast<std::uint32_t>(key >> 32)) continue;  // removed
-    s.listener->on_ready(s.tag, events[static_cast<std::size_t>(i)].events);
+  for (int round = 0; round < max_rounds && *alive; ++round) {
+    added_ = false;
+    int n;
+    do {
+      n = ::epoll_wait(epoll_.native_handle(), events.data(), static_cast<int>(events.size()), 0);
+    } while (n < 0 && errno == EINTR);
+    for (int i = 0; i < n && *alive; ++i) {
+      const std::uint64_t key = events[static_cast<std::size_t>(i)].data.u64;
+      const std::size_t index = static_cast<std::size_t>((key & 0xffffffffu) - 1);
+      if (index >= slots_.size()) continue;
+      const slot s = slots_[index];
+      if (s.listener == nullptr || s.generation != static_cast<std::uint32_t>(key >> 32)) continue;  // removed
+      s.listener->on_ready(s.tag, events[static_cast<std::size_t>(i)].events);
+    }
+    if (n <= 0 || !added_) break;
   }
   if (*alive) arm();
 }

@@ -354,20 +354,19 @@ struct connection final : ready_listener, std::enable_shared_from_this<connectio
   }
 };
 
-/// Reads what `s` has (at most `max` bytes, waiting until it is readable) into `out`.
+/// Reads what `s` has (at most `max` bytes, waiting until it is readable) and appends it
+/// to `out`. The bytes land in the thread's relay buffer first (no suspension between the
+/// recv and the append), so `out` grows by what arrived, not by a zero-filled chunk.
 awaitable<error_code> read_into(connection& c, stream& s, std::string& out, std::size_t max) {
-  constexpr std::size_t chunk = 16 * 1024;
   for (;;) {
     if (!s.readable) {
       auto [wait_ec] = co_await async_ready(c.ex, s, 0, nothrow);
       if (wait_ec) co_return wait_ec;
     }
-    const std::size_t old = out.size();
-    const std::size_t want = std::min(max, chunk);
-    out.resize(old + want);
+    auto& scratch = relay_buffer();
     error_code ec;
-    std::size_t n = recv_some(s, out.data() + old, want, ec);
-    out.resize(old + n);
+    std::size_t n = recv_some(s, scratch.data(), std::min(max, scratch.size()), ec);
+    out.append(scratch.data(), n);
     if (ec == asio::error::would_block) continue;
     co_return ec;
   }
@@ -480,6 +479,11 @@ public:
   }
 
   tcp::endpoint proxy_endpoint() const { return listen_ep_; }
+
+  ~server_impl() {
+    live_.clear();  // connections leave loop_ first
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+  }
   tcp::endpoint admin_endpoint() const { return admin_acceptor_.local_endpoint(); }
 
 private:
@@ -1242,16 +1246,18 @@ private:
         co_await t.async_wait(nothrow);
         continue;
       }
-      asio::co_spawn(self->io_, admin_session(self, std::move(sock)), log_exception{"admin_session"});
+      auto shared = std::make_shared<tcp::socket>(std::move(sock));
+      asio::co_spawn(self->io_, admin_session(self, shared), log_exception{"admin_session"});
     }
   }
 
   // One admin request (Asio sockets: this is not the data path), 5 s at most.
-  static awaitable<void> admin_session(std::shared_ptr<server_impl> self, tcp::socket sock) {
+  static awaitable<void> admin_session(std::shared_ptr<server_impl> self, std::shared_ptr<tcp::socket> shared) {
+    tcp::socket& sock = *shared;
     asio::steady_timer deadline(self->io_, std::chrono::seconds(5));
-    deadline.async_wait([&sock](const error_code& ec) {
+    deadline.async_wait([weak = std::weak_ptr<tcp::socket>(shared)](const error_code& ec) {
       error_code ignored;
-      if (!ec) sock.close(ignored);  // aborted: the session is over and `sock` is gone
+      if (auto s = weak.lock(); s && !ec) s->close(ignored);
     });
     std::string buf;
     while (find_head_end(buf) == 0 && buf.size() < 8192) {

@@ -4,7 +4,7 @@
 /// Asio's reactor re-arms a descriptor with epoll_ctl(EPOLL_CTL_MOD) on every async_wait,
 /// and sets O_NONBLOCK with ioctl(FIONBIO) on descriptors it did not open: measured, 9
 /// epoll_ctl and 3 ioctl of the 32 system calls one CONNECT transaction cost the proxy
-/// (bench/RESULTS.md), on a machine where a system call costs about 1 µs. `readiness`
+/// (strace -c under bench-loadgen rate), on a machine where a system call costs about 1 µs. `readiness`
 /// owns one epoll(7) instance of its own in edge-triggered mode: a socket is added once
 /// (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) and never re-armed; its owner remembers what
 /// the kernel reported until a read or write says EAGAIN, so waiting costs nothing. The
@@ -76,6 +76,7 @@ private:
   std::vector<slot> slots_;
   std::vector<std::uint32_t> free_;
   std::size_t live_ = 0;
+  bool added_ = false;  ///< add() ran during this round of deliver()
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
