@@ -103,7 +103,7 @@ void readiness::deliver() {
       if (s.listener == nullptr || s.generation != static_cast<std::uint32_t>(key >> 32)) continue;  // removed
       s.listener->on_ready(s.tag, events[static_cast<std::size_t>(i)].events);
     }
-    if (n <= 0 || !added_) break;
+    if (n <= 0 || !*alive || !added_) break;
   }
   if (*alive) arm();
 }

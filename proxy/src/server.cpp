@@ -1015,7 +1015,7 @@ private:
     constexpr int max_reads_per_wakeup = 16;  // one busy tunnel must not starve the others
     for (int i = 0; i < max_reads_per_wakeup; ++i) {
       switch (flush(*c, d)) {
-        case flushed::failed: return relay_end(c);
+        case flushed::failed: return relay_end(c, true);
         case flushed::blocked: return;
         case flushed::empty: break;
       }
@@ -1030,7 +1030,7 @@ private:
           from.readable = false;
           return release_pipe(*c, d);
         }
-        if (r < 0) return relay_end(c);
+        if (r < 0) return relay_end(c, true);
         if (r == 0) return relay_eof(c, d);
         n = static_cast<std::size_t>(r);
         c->in_pipe[d] += n;
@@ -1041,12 +1041,12 @@ private:
         n = recv_some(from, buf.data(), buf.size(), ec);
         if (ec == asio::error::would_block) return;
         if (ec == asio::error::eof) return relay_eof(c, d);
-        if (ec) return relay_end(c);
+        if (ec) return relay_end(c, true);
         if (n == buf.size()) c->bulk[d] = true;
         std::size_t w = 0;
         if (to.writable) {
           w = send_some(to, buf.data(), n, ec);
-          if (ec && ec != asio::error::would_block) return relay_end(c);
+          if (ec && ec != asio::error::would_block) return relay_end(c, true);
         }
         if (w < n) c->pending[d].assign(buf.data() + w, buf.data() + n);
       }
@@ -1068,15 +1068,16 @@ private:
     ::shutdown(to.fd, SHUT_WR);
   }
 
-  // Ends the tunnel once: both sockets closed, the decision line written.
-  void relay_end(const std::shared_ptr<connection>& c) {
+  // Ends the tunnel once: both sockets closed, the decision line written. `failed`: a
+  // read or write error (a reset peer) rather than EOF both ways.
+  void relay_end(const std::shared_ptr<connection>& c, bool failed = false) {
     if (c->tunnel_ended) return;
     c->tunnel_ended = true;
     metrics_.tunnel_closed();
     auto& rec = c->rec;
     rec.bytes_up = c->bytes_up;
     rec.bytes_down = c->bytes_down;
-    rec.end = c->expired ? "idle_timeout" : c->closed ? "drain" : "eof";
+    rec.end = c->expired ? "idle_timeout" : c->closed ? "drain" : failed ? "error" : "eof";
     metrics_.bytes(c->bytes_up, c->bytes_down);
     decided(rec, c->start);
     end_connection(c);

@@ -1,15 +1,20 @@
 """CONNECT tunnels through the built egress-proxy: the ClientHello cases of issue 3 (1-byte
 writes, three records, post-quantum size, same packet as the CONNECT head, SNI case and
 trailing dot, ECH, no SNI), target forms (odd IPv4, bracketed and mapped IPv6), ports,
-DNS and connect failures, rebinding, and the relay (byte-exact bulk transfer, half-close).
+DNS and connect failures, rebinding, and the relay (byte-exact bulk transfer, half-close
+either way, the copy -> splice switch, backpressure on a slow reader, a client reset,
+50 tunnels at once).
 
 Run (ctest does this, in a PID namespace too):
   unshare --net sh -c 'ip link set lo up && exec /usr/bin/python3 -m unittest -v connect_test'
 """
 
 import hashlib
+import os
 import socket
+import struct
 import sys
+import threading
 import time
 import unittest
 from pathlib import Path
@@ -485,6 +490,242 @@ class RelayTest(h.ProxyTestCase):
         conn.recv_to_eof()
         conn.close()
         self.assertEqual(self.proxy.wait_decision(verdict="allow")["end"], "eof")
+
+    # -- the relay on the readiness loop: half-close either way, the copy -> splice switch,
+    # backpressure, resets, many tunnels at once --
+
+    def proxy_pipes(self) -> int:
+        """Pipe descriptors the proxy holds (its stdout and stderr are two; the relay's
+        splice pipes stay pooled once used)."""
+        d = "/proc/%d/fd" % self.proxy.pid
+        n = 0
+        for fd in os.listdir(d):
+            try:
+                n += os.readlink(os.path.join(d, fd)).startswith("pipe:")
+            except FileNotFoundError:
+                pass
+        return n
+
+    def test_upstream_half_closes_first_client_keeps_sending_upstream_gets_every_byte(self):
+        answer_size = 300 * 1024
+        self.tls.mode = "half_close_first"
+        self.tls.bulk_bytes = answer_size
+        self.tls.bulk_seed = 11
+        self.start_proxy()
+        conn = self.tls_via_proxy("www.wikidata.org")
+        request = b"GET /then-keep-sending\n"
+        conn.send(request)
+        # the answer, then the upstream's close_notify and FIN, reach the client
+        conn.pump(lambda: conn.raw_eof, 30, "the upstream's half-close passed on")
+        self.assertTrue(conn.app_eof)
+        self.assertEqual(len(conn.app_in), answer_size)
+        self.assertEqual(sha256(conn.app_in), sha256(h.pattern_bytes(answer_size, 11)))
+        # the other direction still carries bytes, in pieces, with pauses
+        more = [h.pattern_bytes(size, 12 + i) for i, size in enumerate((1, 70 * 1024, 3 * 1024 * 1024, 5000))]
+        for piece in more:
+            conn.send(piece)
+            time.sleep(0.1)
+        self.assertEqual(self.proxy.decisions(), [], "the tunnel ended before the client's end")
+        conn.close_notify()
+        conn.shutdown_write()
+        rec = self.tls.connection(0)
+        self.assertTrue(rec.closed.wait(30), "the upstream never saw the client's end")
+        self.assertIsNone(rec.error)
+        sent = request + b"".join(more)
+        self.assertEqual((rec.up_bytes, rec.up_sha256), (len(sent), sha256(sent)))
+        d = self.proxy.wait_decision(verdict="allow")
+        conn.close()
+        self.assertEqual(d["end"], "eof", d)
+        self.assertEqual(d["bytes_up"], len(rec.raw), "bytes_up is what the upstream received")
+        self.assertEqual(d["bytes_down"], conn.raw_received, "bytes_down is what the client received")
+        time.sleep(0.2)
+        self.assertEqual(len(self.proxy.decisions()), 1, self.proxy.decisions())
+
+    def test_small_then_multi_megabyte_then_small_messages_echo_in_order(self):
+        self.tls.mode = "echo"
+        self.start_proxy()
+        conn = self.tls_via_proxy("www.wikidata.org")
+        small_before = [b"before %d " % i + b"a" * (i * 700) for i in range(12)]
+        big = h.pattern_bytes(6 * 1024 * 1024, 21)
+        small_after = [b"after %d " % i + b"b" * (i * 900) for i in range(12)]
+        for i, msg in enumerate(small_before):
+            conn.app_in.clear()
+            conn.send(msg)
+            self.assertEqual(conn.recv_until(lambda b: len(b) >= len(msg)), msg, "message %d before" % i)
+        pipes_before = self.proxy_pipes()
+        conn.app_in.clear()
+        conn.send(big, timeout=120)
+        got = conn.recv_until(lambda b: len(b) >= len(big), timeout=120)
+        self.assertEqual((len(got), sha256(got)), (len(big), sha256(big)))
+        self.assertGreater(self.proxy_pipes(), pipes_before,
+                           "the multi-megabyte message never switched the relay to splice(2)")
+        for i, msg in enumerate(small_after):
+            conn.app_in.clear()
+            conn.send(msg)
+            self.assertEqual(conn.recv_until(lambda b: len(b) >= len(msg)), msg, "message %d after" % i)
+        # the same mix back to back, without waiting for the echo: order kept across switches
+        mix = b"".join(small_before) + big + b"".join(small_after) + big[:100000] + b"end\n"
+        conn.app_in.clear()
+        conn.send(mix, timeout=120)
+        got = conn.recv_until(lambda b: len(b) >= len(mix), timeout=120)
+        self.assertEqual((len(got), sha256(got)), (len(mix), sha256(mix)))
+        conn.close_notify()
+        conn.shutdown_write()
+        conn.recv_to_eof()
+        conn.close()
+        d = self.proxy.wait_decision(verdict="allow")
+        self.assertEqual(d["end"], "eof", d)
+        rec = self.tls.connection(0)
+        self.assertTrue(rec.closed.wait(10))
+        self.assertIsNone(rec.error)
+        self.assertEqual(d["bytes_up"], len(rec.raw))
+        self.assertEqual(d["bytes_down"], conn.raw_received)
+
+    def test_slow_client_reader_gets_32_mb_byte_exact_and_the_proxy_does_not_buffer_it(self):
+        size = 32 * 1024 * 1024
+        self.tls.mode = "bulk"
+        self.tls.bulk_bytes = size
+        self.tls.bulk_seed = 31
+        self.start_proxy()
+        conn = self.tls_via_proxy("www.wikidata.org")
+        # a small, fixed receive buffer: the client's kernel cannot absorb the download either
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        conn.close_notify()
+        conn.shutdown_write()  # nothing to send: the upstream sends, then closes
+        rss_start = self.proxy.rss_kib()
+        rss_peak = rss_start
+        digest = hashlib.sha256()
+        got = 0
+        raw = 0
+        pauses = {size // 4, size // 2, 3 * size // 4}
+        next_pause = sorted(pauses)
+        sock = conn.sock
+        sock.setblocking(True)
+        sock.settimeout(30)
+        since_progress = since_rss = 0
+        started = time.monotonic()
+        while True:
+            data = sock.recv(4096)  # small pieces
+            if not data:
+                break
+            raw += len(data)
+            since_progress += len(data)
+            since_rss += len(data)
+            conn.inc.write(data)
+            if since_progress >= 64 * 1024:  # decrypt, hash, and a short pause
+                since_progress = 0
+                conn._progress()
+                digest.update(conn.app_in)
+                got += len(conn.app_in)
+                conn.app_in.clear()
+                time.sleep(0.002)
+            if since_rss >= 1024 * 1024:
+                since_rss = 0
+                rss_peak = max(rss_peak, self.proxy.rss_kib())
+            if next_pause and got >= next_pause[0]:
+                next_pause.pop(0)
+                for _ in range(5):  # nobody reads for 0.5 s: the proxy must hold back
+                    time.sleep(0.1)
+                    rss_peak = max(rss_peak, self.proxy.rss_kib())
+            self.assertLess(time.monotonic() - started, 300, "the slow download took too long")
+        conn.inc.write_eof()
+        conn._progress()
+        digest.update(conn.app_in)
+        got += len(conn.app_in)
+        conn.close()
+        self.assertEqual(next_pause, [], "the reader never paused")
+        self.assertEqual(got, size)
+        self.assertEqual(digest.hexdigest(), sha256(h.pattern_bytes(size, 31)))
+        self.assertLess(rss_peak - rss_start, 8 * 1024,
+                        "proxy VmRSS grew from %d KiB to %d KiB during a slow download" % (rss_start, rss_peak))
+        d = self.proxy.wait_decision(verdict="allow")
+        self.assertEqual(d["end"], "eof", d)
+        self.assertEqual(d["bytes_down"], raw + conn.raw_received)
+        rec = self.tls.connection(0)
+        self.assertTrue(rec.closed.wait(10))
+        self.assertIsNone(rec.error)
+
+    def test_client_reset_during_a_large_download_logs_one_decision_and_the_proxy_serves_on(self):
+        self.tls.mode = "bulk"
+        self.tls.bulk_bytes = 64 * 1024 * 1024
+        self.tls.bulk_seed = 41
+        self.start_proxy()
+        conn = self.tls_via_proxy("www.wikidata.org")
+        local = "%s:%d" % conn.sock.getsockname()[:2]
+        conn.pump(lambda: conn.raw_received >= 2 * 1024 * 1024, 30, "2 MiB of the download")
+        received = conn.raw_received
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # RST
+        d = self.proxy.wait_decision(client=local)
+        self.assertEqual((d["verdict"], d["end"]), ("allow", "error"), d)
+        self.assertGreaterEqual(d["bytes_down"], received, d)
+        self.assertLess(d["bytes_down"], 64 * 1024 * 1024, d)
+        rec = self.tls.connection(0)
+        self.assertTrue(rec.closed.wait(10), "the proxy kept its upstream connection after the client's reset")
+        # the proxy serves the next request
+        self.tls.mode = "http"
+        conn2 = self.tls_via_proxy("www.wikidata.org")
+        local2 = "%s:%d" % conn2.sock.getsockname()[:2]
+        self.assertIn(b"hello from upstream www.wikidata.org", self.https_get(conn2, "www.wikidata.org"))
+        d2 = self.proxy.wait_decision(client=local2)
+        self.assertEqual((d2["verdict"], d2["end"]), ("allow", "eof"), d2)
+        time.sleep(0.3)
+        self.assertEqual(len(self.proxy.decisions(client=local)), 1, self.proxy.decisions(client=local))
+        self.assertEqual(len(self.proxy.decisions()), 2, self.proxy.decisions())
+
+    def test_fifty_concurrent_tunnels_each_echo_256_kib_byte_exact(self):
+        tunnels = 50
+        size = 256 * 1024
+        self.tls.mode = "echo"
+        self.start_proxy()
+        payloads = [h.pattern_bytes(size, 100 + i) for i in range(tunnels)]
+        barrier = threading.Barrier(tunnels, timeout=120)
+        results = [None] * tunnels
+        errors = []
+
+        def run(i):
+            try:
+                conn = self.tls_via_proxy("www.wikidata.org")
+                barrier.wait()  # every tunnel is up: the transfers overlap
+                conn.send(payloads[i], timeout=120)
+                got = conn.recv_until(lambda b: len(b) >= size, timeout=120)
+                conn.close_notify()
+                conn.shutdown_write()
+                conn.recv_to_eof(timeout=60)
+                conn.close()
+                results[i] = (len(got), sha256(got))
+            except Exception as e:  # reported by the test's thread
+                barrier.abort()
+                errors.append("tunnel %d: %s: %s" % (i, type(e).__name__, e))
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(tunnels)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(240)
+        self.assertFalse(any(t.is_alive() for t in threads), "tunnel threads still running")
+        self.assertEqual(errors, [])
+        for i in range(tunnels):
+            self.assertEqual(results[i], (size, sha256(payloads[i])), "tunnel %d" % i)
+        h.wait_until(lambda: len(self.proxy.decisions(verdict="allow")) >= tunnels, 30,
+                     what="%d decision lines" % tunnels)
+        decisions = self.proxy.decisions()
+        self.assertEqual(len(decisions), tunnels)
+        self.assertEqual(sorted({d["end"] for d in decisions}), ["eof"])
+        self.assertEqual(len({d["conn"] for d in decisions}), tunnels)
+        for d in decisions:
+            self.assertGreater(d["bytes_up"], size, d)
+            self.assertGreater(d["bytes_down"], size, d)
+        self.assertEqual(self.tls.count(), tunnels)
+        for rec in self.tls.connections:
+            self.assertTrue(rec.closed.wait(10))
+            self.assertIsNone(rec.error)
+        self.assertEqual(sorted(sha256(rec.app) for rec in self.tls.connections),
+                         sorted(sha256(p) for p in payloads))
+
+
+def sha256(data) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ What it gives a test (tests/integration/*_test.py):
 - ``TLSUpstream``: a threaded TLS server on loopback (Python ssl over memory BIOs) that
   records every raw byte it receives per connection, before TLS sees it, so a test can
   assert "the upstream saw nothing". Modes: ``http`` (one small response), ``echo``,
-  ``bulk`` (sends ``bulk_bytes`` of known data while hashing what it receives) and
-  ``reply_after_eof`` (answers only after the client half-closed).
+  ``bulk`` (sends ``bulk_bytes`` of known data while hashing what it receives),
+  ``reply_after_eof`` (answers only after the client half-closed) and ``half_close_first``
+  (answers the first line with ``bulk_bytes`` of known data, half-closes, then hashes
+  what the client still sends until its end).
 - ``HTTPUpstream``: a plain HTTP/1.1 server recording request heads and bodies.
 - ``Dnsmasq``: a private dnsmasq on a free loopback port with ``--host-record`` answers,
   its query log parsed, ``restart()`` with other answers on the same port, ``sync()`` to
@@ -263,7 +265,9 @@ class TLSConn:
     """One TLS connection over a non-blocking socket, driven by select and memory BIOs.
 
     `raw_log(bytes)` is called with every byte received from the socket before TLS sees
-    it. The peer's end (close_notify or TCP EOF) sets `app_eof`.
+    it. The peer's end (close_notify or TCP EOF) sets `app_eof`. `raw_sent` and
+    `raw_received` count the bytes that went through the socket here (not bytes a caller
+    wrote to or read from `sock` itself, such as a `send_first_flight`).
     """
 
     def __init__(self, sock: socket.socket, ctx: ssl.SSLContext, server_side: bool,
@@ -280,6 +284,8 @@ class TLSConn:
         self.handshaken = False
         self.write_shut = False
         self.raw_log = raw_log
+        self.raw_sent = 0
+        self.raw_received = 0
 
     # -- engine --
     def _progress(self):
@@ -322,6 +328,7 @@ class TLSConn:
             try:
                 n = self.sock.send(self.raw_out)
                 del self.raw_out[:n]
+                self.raw_sent += n
             except (BlockingIOError, InterruptedError):
                 pass
             except (BrokenPipeError, ConnectionResetError):
@@ -338,6 +345,7 @@ class TLSConn:
                 self.raw_eof = True
                 self.inc.write_eof()
             else:
+                self.raw_received += len(data)
                 if self.raw_log:
                     self.raw_log(data)
                 self.inc.write(data)
@@ -679,12 +687,32 @@ class TLSUpstream(_Server):
                     conn.app_in.clear()
                 if not view and conn.app_eof and not conn.raw_out:
                     break
+                if conn.write_shut and conn.raw_eof:
+                    raise ConnectionError("bulk upstream: the peer went away (%d bytes left to send)" % len(view))
                 if time.monotonic() > deadline:
                     raise TimeoutError("bulk upstream: timed out")
                 conn._io(0.0 if (view and len(conn.raw_out) < 1 << 20) else 0.05)
             rec.up_sha256, rec.up_bytes = h.hexdigest(), n
             conn.close_notify()
             conn.pump(lambda: not conn.raw_out, 5)
+        elif mode == "half_close_first":
+            h = hashlib.sha256()
+            first = conn.recv_until(lambda b: b"\n" in b, timeout=30)
+            conn.app_in.clear()
+            h.update(first)
+            n = len(first)
+            conn.send(pattern_bytes(self.bulk_bytes, self.bulk_seed), timeout=60)
+            conn.close_notify()
+            conn.shutdown_write()
+            while True:
+                conn.pump(lambda: conn.app_in or conn.app_eof, 60, "data after the half-close")
+                if conn.app_in:
+                    h.update(conn.app_in)
+                    n += len(conn.app_in)
+                    conn.app_in.clear()
+                elif conn.app_eof:
+                    break
+            rec.up_sha256, rec.up_bytes = h.hexdigest(), n
         elif mode == "reply_after_eof":
             data = conn.recv_to_eof(timeout=30)
             rec.app += data
