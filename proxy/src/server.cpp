@@ -171,8 +171,8 @@ struct stream {
   std::uint64_t key = 0;  ///< readiness registration
   bool readable = false;
   bool writable = false;
-  bool hup = false;    ///< EPOLLRDHUP/EPOLLHUP/EPOLLERR seen: read on until recv(2) says 0 or fails
-  bool error = false;  ///< EPOLLERR seen (a failed connect says why in SO_ERROR)
+  bool hup = false;  ///< EPOLLRDHUP/EPOLLHUP/EPOLLERR seen: read on until recv(2) says 0 or fails (a
+                     ///< failed connect says why in SO_ERROR)
   /// A session coroutine waiting for [0] readable or [1] writable. (Boost 1.81's
   /// any_completion_handler move-assignment is broken: only swap, construct and `= nullptr`.)
   asio::any_completion_handler<void(error_code)> waiter[2];
@@ -181,7 +181,7 @@ struct stream {
   void reset(int new_fd) {
     fd = new_fd;
     key = 0;
-    readable = writable = hup = error = false;
+    readable = writable = hup = false;
   }
 };
 
@@ -779,7 +779,7 @@ private:
       auto [wait_ec] = co_await async_ready(c.ex, c.upstream, 1, nothrow);
       if (wait_ec) co_return wait_ec;
     }
-    if (c.upstream.error || c.upstream.hup) {
+    if (c.upstream.hup) {
       int err = 0;
       socklen_t len = sizeof err;
       if (::getsockopt(c.upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
@@ -1314,7 +1314,6 @@ void connection::on_ready(int tag, std::uint32_t events) {
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.readable = true;
   if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.hup = true;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) s.writable = true;
-  if (events & EPOLLERR) s.error = true;
   auto keep = shared_from_this();  // a completion may end the connection
   if (tunnel) return owner.relay_ready(keep);
   for (int dir = 0; dir < 2 && s.fd >= 0; ++dir) {
