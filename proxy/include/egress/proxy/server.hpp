@@ -14,6 +14,11 @@
 /// directions (small reads copied through a per-thread buffer, bulk through splice(2) and
 /// a per-thread pipe pool), so an idle tunnel holds no frame, buffer or pipe: about 2 KiB.
 /// The admin listener, timers, signals and c-ares stay on plain Asio.
+///
+/// Where each concern lives (proxy/src/): server.cpp (listeners, accept, the
+/// live-connection table, signals, reload, drain), connection (sockets and waits),
+/// session (a request from head to verdict), dial, relay (tunnels), http_forward (plain
+/// HTTP), refusal, admin. This header is the only one main.cpp needs.
 
 #include "egress/common/config.hpp"
 #include "egress/proxy/metrics.hpp"

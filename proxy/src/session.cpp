@@ -1,0 +1,163 @@
+// One client connection from first byte to verdict (see session.hpp): head, decision
+// pipeline, refusal / plain-HTTP forward / CONNECT and ClientHello check, hand-over to
+// the relay.
+#include "session.hpp"
+
+#include "dial.hpp"
+#include "http_forward.hpp"
+#include "refusal.hpp"
+#include "relay.hpp"
+
+#include "egress/proxy/client_hello.hpp"
+#include "egress/proxy/request_head.hpp"
+
+#include <span>
+
+namespace egress::proxy {
+namespace {
+
+// Reads into `buf` until it holds a complete request head; returns its length, or 0
+// with `reason` set (empty reason: the client went away quietly).
+asio::awaitable<std::size_t> read_head(proxy_context& ctx, const std::shared_ptr<connection>& c, std::string& buf,
+                                       std::string_view& reason, bool first) {
+  auto snap = ctx.current();
+  const auto& limits = snap->cfg.proxy.limits;
+  c->arm(limits.header_timeout);
+  c->between_requests = buf.empty();
+  for (;;) {
+    if (std::size_t n = find_head_end(buf)) {
+      c->between_requests = false;
+      co_return n;
+    }
+    if (buf.size() >= limits.max_header_bytes) {
+      reason = "headers_too_large";
+      co_return 0;
+    }
+    // Judge a request line without an HTTP/1.x version (HTTP/0.9, HTTP/2 preface) as
+    // soon as it is complete, instead of waiting for a header block that never comes.
+    if (auto eol = buf.find("\r\n"); eol != std::string::npos) {
+      std::string_view line(buf.data(), eol);
+      if (!line.ends_with(" HTTP/1.1") && !line.ends_with(" HTTP/1.0")) {
+        auto verdict = parse_request_head(std::string(line) + "\r\n\r\n");
+        reason = verdict ? std::string_view("bad_request_line") : verdict.error().reason;
+        co_return 0;
+      }
+    }
+    auto ec = co_await read_into(*c, c->client, buf, limits.max_header_bytes - buf.size());
+    if (ec) {
+      // A keep-alive connection that simply goes quiet is closed without a response.
+      if (c->expired && (first || !buf.empty())) reason = "header_timeout";
+      co_return 0;
+    }
+    c->between_requests = false;
+  }
+}
+
+// The CONNECT path after the target was admitted: 200, the ClientHello (bytes sent with
+// the CONNECT head come first), the SNI check, then the hello upstream and the relay.
+asio::awaitable<bool> tunnel(proxy_context& ctx, std::shared_ptr<connection> c, std::shared_ptr<const snapshot> snap,
+                             common::host host, std::string hello, decision_record& rec, steady::time_point start) {
+  const auto& p = snap->cfg.proxy;
+  static constexpr std::string_view established = "HTTP/1.1 200 Connection established\r\n\r\n";
+  c->arm(p.limits.client_hello_timeout);
+  if (auto wec = co_await write_all(*c, c->client, established)) {
+    rec.reason = "client_closed";
+    ctx.decided(rec, start);
+    co_return false;
+  }
+  client_hello_parser parser(p.limits.max_client_hello_bytes);
+  auto result = parser.feed(std::span(reinterpret_cast<const std::uint8_t*>(hello.data()), hello.size()));
+  while (result.state == hello_state::need_more) {
+    std::size_t before = hello.size();
+    auto ec = co_await read_into(*c, c->client, hello, relay_buffer().size());
+    if (ec) {
+      rec.reason = c->expired ? "client_hello_timeout" : "client_hello_incomplete";
+      rec.status = 200;
+      ctx.decided(rec, start);
+      co_return false;
+    }
+    result = parser.feed(std::span(reinterpret_cast<const std::uint8_t*>(hello.data() + before), hello.size() - before));
+  }
+  if (result.server_name) rec.sni = *result.server_name;
+  rec.status = 200;
+  if (auto d = check_sni(result, host, p.allow_missing_sni, p.allow_ech); !d.allowed) {
+    rec.reason = d.reason;  // closed before one byte went upstream
+    ctx.decided(rec, start);
+    co_return false;
+  }
+  if (auto fec = co_await write_all(*c, c->upstream, hello)) {
+    rec.allowed = true;
+    rec.reason = "allowed";
+    rec.end = "error";
+    ctx.decided(rec, start);
+    co_return false;
+  }
+  c->bytes_up = hello.size();
+  rec.allowed = true;
+  rec.reason = "allowed";
+  c->rec = std::move(rec);
+  c->start = start;
+  relay_begin(ctx, c, p.limits.idle_timeout);
+  co_return true;
+}
+
+}  // namespace
+
+asio::awaitable<decision> admit(proxy_context& ctx, const std::shared_ptr<connection>& c,
+                                const std::shared_ptr<const snapshot>& snap, const common::host& host,
+                                std::uint16_t port, decision_record& rec) {
+  if (auto d = check_target(snap->cfg.allowlist, host, port); !d.allowed) co_return d;
+  co_return co_await dial(ctx, c, snap, host, port, &rec);
+}
+
+asio::awaitable<bool> session(std::shared_ptr<proxy_context> self, std::shared_ptr<connection> c, std::uint64_t id,
+                              std::string client) {
+  proxy_context& ctx = *self;
+  std::string buf;
+  for (bool first = true;; first = false) {
+    auto snap = ctx.current();  // each request sees the config current when it arrived
+    decision_record rec;
+    rec.conn = id;
+    rec.client = client;
+    std::string_view reason;
+    std::size_t head_len = co_await read_head(ctx, c, buf, reason, first);
+    auto start = steady::now();
+    if (head_len == 0) {
+      if (!reason.empty()) {
+        rec.host = "";
+        co_await refuse(ctx, c, rec, reason, start);
+      }
+      co_return false;
+    }
+    auto parsed = parse_request_head(std::string_view(buf.data(), head_len));
+    if (!parsed) {
+      rec.method = "";
+      co_await refuse(ctx, c, rec, parsed.error().reason, start, parsed.error().status);
+      co_return false;
+    }
+    request_head& req = *parsed;
+    rec.method = std::string(req.method);
+    rec.host = req.host.text;
+    rec.port = req.port;
+    if (ctx.draining()) {
+      co_await refuse(ctx, c, rec, "draining", start);
+      co_return false;
+    }
+    auto d = co_await admit(ctx, c, snap, req.host, req.port, rec);
+    if (!d.allowed) {
+      co_await refuse(ctx, c, rec, d.reason, start);
+      co_return false;
+    }
+    if (req.form == request_form::connect) {
+      buf.erase(0, head_len);
+      req.fields = {};  // nothing of the head is needed any more
+      co_return co_await tunnel(ctx, c, snap, req.host, std::move(buf), rec, start);
+    }
+    std::string upstream_request = upstream_head(req);
+    bool keep = co_await forward_http(ctx, c, snap, req, std::move(upstream_request), buf, head_len, rec, start);
+    if (!keep || ctx.draining()) co_return false;
+    c->close_stream(c->upstream);
+  }
+}
+
+}  // namespace egress::proxy

@@ -1,0 +1,40 @@
+#pragma once
+/// A session: one client connection of the proxy listener from its first byte to a
+/// verdict. It reads the request head (size and time bounded), parses it, runs the
+/// decision pipeline (`admit`: allowlist, then resolve, filter and dial) and then either
+/// refuses, forwards a plain-HTTP request (http_forward), or answers a CONNECT with 200,
+/// checks the tunnel's ClientHello against the CONNECT host and hands the connection to
+/// the relay.
+///
+/// A session never touches a socket's descriptor directly (connection's primitives do)
+/// and keeps no state past its connection; it never parses bytes after the ClientHello.
+
+#include "connection.hpp"
+
+#include "egress/common/host_name.hpp"
+#include "egress/proxy/acl.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace egress::proxy {
+
+/// The decision pipeline every entry path shares, after the request's target is known:
+/// the allowlist (check_target: host, then port), then dial (resolution, address filter,
+/// connect). On `allowed` the connection's upstream socket is connected to a checked
+/// address; otherwise the reason to refuse with. Fills `rec`'s dns/connect/upstream fields.
+boost::asio::awaitable<decision> admit(proxy_context& ctx, const std::shared_ptr<connection>& c,
+                                       const std::shared_ptr<const snapshot>& snap, const common::host& host,
+                                       std::uint16_t port, decision_record& rec);
+
+/// Serves client connection `c` (`id` for the log, `client` its "ADDR:PORT"): requests
+/// one after another while the client keeps the connection alive. Returns true when an
+/// established tunnel was handed to the relay, which then owns the connection; false when
+/// the caller ends it.
+boost::asio::awaitable<bool> session(std::shared_ptr<proxy_context> ctx, std::shared_ptr<connection> c, std::uint64_t id,
+                                     std::string client);
+
+}  // namespace egress::proxy
