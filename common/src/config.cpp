@@ -294,7 +294,7 @@ struct loader {
   void parse_limits(const YAML::Node& n, const std::string& path) {
     map_view m(r, n, path,
                {"max_connections", "max_header_bytes", "header_timeout_ms", "connect_timeout_ms", "idle_timeout_ms",
-                "client_hello_timeout_ms", "max_client_hello_bytes", "drain_timeout_ms"});
+                "client_hello_timeout_ms", "max_client_hello_bytes", "drain_timeout_ms", "max_tunnel_lifetime_ms"});
     if (!m.ok()) return;
     auto& l = cfg.proxy.limits;
     if (auto x = m.get("max_connections"))
@@ -310,6 +310,9 @@ struct loader {
     if (auto v = millis(m, "idle_timeout_ms", day)) l.idle_timeout = *v;
     if (auto v = millis(m, "client_hello_timeout_ms", day)) l.client_hello_timeout = *v;
     if (auto v = millis(m, "drain_timeout_ms", day)) l.drain_timeout = *v;
+    if (auto x = m.get("max_tunnel_lifetime_ms"))  // 0 turns the limit off
+      if (auto v = r.integer(*x, m.child("max_tunnel_lifetime_ms"), 0, 30 * day))
+        l.max_tunnel_lifetime = std::chrono::milliseconds(*v);
   }
 
   void parse_resolver(const YAML::Node& n, const std::string& path) {

@@ -470,7 +470,8 @@ node proxy_config(const config& cfg, const render_options& opts) {
                        .set("idle_timeout_ms", node::integer(l.idle_timeout.count()))
                        .set("client_hello_timeout_ms", node::integer(l.client_hello_timeout.count()))
                        .set("max_client_hello_bytes", node::integer(l.max_client_hello_bytes))
-                       .set("drain_timeout_ms", node::integer(l.drain_timeout.count())));
+                       .set("drain_timeout_ms", node::integer(l.drain_timeout.count()))
+                       .set("max_tunnel_lifetime_ms", node::integer(l.max_tunnel_lifetime.count())));
   px.set("tls", node::map()
                     .set("allow_missing_sni", node::boolean(p.allow_missing_sni))
                     .set("allow_ech", node::boolean(p.allow_ech)));

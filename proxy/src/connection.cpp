@@ -114,13 +114,17 @@ void watch(std::shared_ptr<connection> c) {
   timer.async_wait([c = std::move(c)](const error_code&) {
     if (c->closed) return;
     auto now = steady::now();
-    auto due = c->relaying ? c->last_activity + c->idle : c->due;
+    auto due = c->relaying ? std::min(c->last_activity + c->idle, c->lifetime_due) : c->due;
     if (now < due) {
       if (c->deadline.expiry() < due) c->deadline.expires_at(due);
     } else if (c->deadline.expiry() <= now) {
-      c->expired = true;
       c->due = steady::time_point::max();
       c->deadline.expires_at(steady::time_point::max());
+      if (c->tunnel && now >= c->lifetime_due) {
+        c->end_cause = "max_lifetime";
+      } else {
+        c->expired = true;
+      }
       if (c->tunnel) relay_end(c->owner, c);
       else c->cancel_io();
     }

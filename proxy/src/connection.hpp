@@ -10,6 +10,7 @@
 
 #include "context.hpp"
 
+#include "egress/common/host_name.hpp"
 #include "egress/proxy/log.hpp"
 #include "egress/proxy/readiness.hpp"
 
@@ -22,6 +23,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <exception>
@@ -136,6 +138,15 @@ struct connection final : ready_listener, std::enable_shared_from_this<connectio
   bool tunnel = false;       ///< the relay owns both sockets (no coroutine frame is left then)
   decision_record rec;       ///< the tunnel's decision line, written when it ends
   steady::time_point start;  ///< when the tunnel's request head was complete
+  /// While relaying: the tunnel ends at this time whatever moves (max_tunnel_lifetime_ms).
+  steady::time_point lifetime_due = steady::time_point::max();
+  /// Why the server ended the tunnel ("revoked", "max_lifetime"), when it did; the
+  /// decision line's `end` then says so.
+  std::string_view end_cause;
+  /// What the tunnel was allowed for, so a reload can judge it again: the CONNECT host
+  /// and port and the address dialled.
+  common::host target;
+  boost::asio::ip::address upstream_address;
   tunnel_state pump;  ///< the relay's state once `tunnel` is set
 
   /// Adopts a connected or connecting non-blocking socket as `s` (tag 0 client, 1
@@ -160,7 +171,7 @@ struct connection final : ready_listener, std::enable_shared_from_this<connectio
     relaying = true;
     idle = d;
     last_activity = steady::now();
-    set_due(last_activity + d);
+    set_due(std::min(last_activity + d, lifetime_due));
   }
   /// Completes the session's pending waits with operation_aborted.
   void cancel_io() {

@@ -74,6 +74,7 @@ asio::awaitable<decision> dial(proxy_context& ctx, std::shared_ptr<connection> c
     rec->upstream = endpoint_text(ep);
     auto cec = co_await connect_upstream(*c, ep);
     if (!cec && !c->expired) {
+      c->upstream_address = a;
       rec->connect_ms = ms_since(t0);
       ctx.stats().connect_latency(rec->connect_ms / 1000.0);
       co_return decision::allow();

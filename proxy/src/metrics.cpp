@@ -70,6 +70,10 @@ std::string metrics::render() const {
   sample(out, "egress_proxy_connections_total", "", std::to_string(connections_total_));
   header(out, "egress_proxy_active_tunnels", "CONNECT tunnels relaying now.", "gauge");
   sample(out, "egress_proxy_active_tunnels", "", std::to_string(tunnels_));
+  header(out, "egress_proxy_tunnels_closed_by_proxy_total",
+         "Established tunnels the proxy closed: revoked by a reload, or past max_tunnel_lifetime_ms.", "counter");
+  for (const auto& [cause, v] : tunnels_ended_by_)
+    sample(out, "egress_proxy_tunnels_closed_by_proxy_total", "cause=\"" + std::string(cause) + "\"", std::to_string(v));
   header(out, "egress_proxy_bytes_total", "Bytes relayed by direction.", "counter");
   sample(out, "egress_proxy_bytes_total", "direction=\"up\"", std::to_string(bytes_up_));
   sample(out, "egress_proxy_bytes_total", "direction=\"down\"", std::to_string(bytes_down_));

@@ -157,8 +157,10 @@ void relay_pump(proxy_context& ctx, const std::shared_ptr<connection>& c, int d)
 
 }  // namespace
 
-void relay_begin(proxy_context& ctx, const std::shared_ptr<connection>& c, std::chrono::milliseconds idle) {
+void relay_begin(proxy_context& ctx, const std::shared_ptr<connection>& c, std::chrono::milliseconds idle,
+                 std::chrono::milliseconds lifetime) {
   ctx.stats().tunnel_opened();
+  if (lifetime.count() > 0) c->lifetime_due = c->start + lifetime;
   c->arm_idle(idle);
   c->tunnel = true;
   // Bytes may already wait on either socket (no new edge will say so): pump once.
@@ -177,7 +179,12 @@ void relay_end(proxy_context& ctx, const std::shared_ptr<connection>& c, bool fa
   auto& rec = c->rec;
   rec.bytes_up = c->bytes_up;
   rec.bytes_down = c->bytes_down;
-  rec.end = c->expired ? "idle_timeout" : c->closed ? "drain" : failed ? "error" : "eof";
+  rec.end = !c->end_cause.empty() ? c->end_cause
+            : c->expired           ? "idle_timeout"
+            : c->closed            ? "drain"
+            : failed               ? "error"
+                                   : "eof";
+  if (!c->end_cause.empty()) ctx.stats().tunnel_ended_by(c->end_cause);
   ctx.stats().bytes(c->bytes_up, c->bytes_down);
   ctx.decided(rec, c->start);
   ctx.end_connection(c);

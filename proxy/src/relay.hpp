@@ -19,17 +19,19 @@
 namespace egress::proxy {
 
 /// Hands `c` (client and upstream connected, the decision record filled in `c->rec`,
-/// `c->start` set) to the relay: counts the tunnel, arms the idle deadline `idle` and
-/// pumps once (bytes may already wait on either socket). From here the relay ends the
-/// connection.
-void relay_begin(proxy_context& ctx, const std::shared_ptr<connection>& c, std::chrono::milliseconds idle);
+/// `c->start` set) to the relay: counts the tunnel, arms the idle deadline `idle` and the
+/// lifetime limit `lifetime` (0: none) and pumps once (bytes may already wait on either
+/// socket). From here the relay ends the connection.
+void relay_begin(proxy_context& ctx, const std::shared_ptr<connection>& c, std::chrono::milliseconds idle,
+                 std::chrono::milliseconds lifetime);
 
 /// A readiness change of either socket of tunnel `c`: pumps both directions.
 void relay_ready(proxy_context& ctx, const std::shared_ptr<connection>& c);
 
 /// Ends tunnel `c` once: both sockets closed, bytes counted, the decision line written
-/// with `end` = idle_timeout (c->expired), drain (c->closed), error (`failed`: a read or
-/// write error, a reset peer) or eof; then the connection leaves the live table.
+/// with `end` = c->end_cause when the server set one ("revoked", "max_lifetime"),
+/// idle_timeout (c->expired), drain (c->closed), error (`failed`: a read or write error,
+/// a reset peer) or eof; then the connection leaves the live table.
 void relay_end(proxy_context& ctx, const std::shared_ptr<connection>& c, bool failed = false);
 
 /// Gives the tunnel's splice pipes back to the thread's pool (a pipe with bytes left in it

@@ -220,9 +220,25 @@ private:
       return;
     }
     metrics_.reload(true);
+    revoke_tunnels();
     log_event("info", "reloaded", opts_.config_path + " sha256 " + file_sha256(opts_.config_path) + ": " +
                                       std::to_string(snap_->cfg.allowlist.size()) +
                                       " allowlist entries (listen addresses apply at restart)");
+  }
+
+  // After a successful reload: established tunnels the new config no longer allows
+  // (host, port or dialled address) are closed, end "revoked"; the others keep running.
+  void revoke_tunnels() {
+    std::vector<std::shared_ptr<connection>> revoked;
+    for (auto& [id, c] : live_)
+      if (c->tunnel && !c->pump.ended && !rejudge_tunnel(*snap_, *c).allowed) revoked.push_back(c);
+    for (auto& c : revoked) {
+      c->end_cause = "revoked";
+      relay_end(*this, c);
+    }
+    if (!revoked.empty())
+      log_event("info", "tunnels_revoked",
+                std::to_string(revoked.size()) + " established tunnel(s) no longer allowed by the new configuration closed");
   }
 
   void begin_drain() {

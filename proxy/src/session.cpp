@@ -97,7 +97,8 @@ asio::awaitable<bool> tunnel(proxy_context& ctx, std::shared_ptr<connection> c, 
   rec.reason = "allowed";
   c->rec = std::move(rec);
   c->start = start;
-  relay_begin(ctx, c, p.limits.idle_timeout);
+  c->target = std::move(host);
+  relay_begin(ctx, c, p.limits.idle_timeout, p.limits.max_tunnel_lifetime);
   co_return true;
 }
 
@@ -110,18 +111,27 @@ asio::awaitable<decision> admit(proxy_context& ctx, const std::shared_ptr<connec
   co_return co_await dial(ctx, c, snap, host, port, &rec);
 }
 
+decision rejudge_tunnel(const snapshot& snap, const connection& c) {
+  if (auto d = check_target(snap.cfg.allowlist, c.target, c.rec.port); !d.allowed) return d;
+  auto filtered = filter_addresses(snap.policy, {c.upstream_address});
+  if (filtered.allowed.empty()) return decision::deny(filtered.first_reason);
+  return decision::allow();
+}
+
 asio::awaitable<bool> session(std::shared_ptr<proxy_context> self, std::shared_ptr<connection> c, std::uint64_t id,
                               std::string client) {
   proxy_context& ctx = *self;
   std::string buf;
   for (bool first = true;; first = false) {
-    auto snap = ctx.current();  // each request sees the config current when it arrived
     decision_record rec;
     rec.conn = id;
     rec.client = client;
     std::string_view reason;
     std::size_t head_len = co_await read_head(ctx, c, buf, reason, first);
     auto start = steady::now();
+    // The request is judged by the config current when its head is complete (not when
+    // the connection opened or the previous request on it was served).
+    auto snap = ctx.current();
     if (head_len == 0) {
       if (!reason.empty()) {
         rec.host = "";

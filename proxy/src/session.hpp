@@ -30,6 +30,11 @@ boost::asio::awaitable<decision> admit(proxy_context& ctx, const std::shared_ptr
                                        const std::shared_ptr<const snapshot>& snap, const common::host& host,
                                        std::uint16_t port, decision_record& rec);
 
+/// Judges established tunnel `c` again under `snap` (after a reload): its CONNECT host
+/// and port against the allowlist (check_target), the address it dialled against the
+/// address policy (filter_addresses). The reasons are theirs.
+decision rejudge_tunnel(const snapshot& snap, const connection& c);
+
 /// Serves client connection `c` (`id` for the log, `client` its "ADDR:PORT"): requests
 /// one after another while the client keeps the connection alive. Returns true when an
 /// established tunnel was handed to the relay, which then owns the connection; false when

@@ -216,16 +216,101 @@ class SignalTest(h.ProxyTestCase):
         self.assertIn(b'egress_proxy_config_reloads_total{result="failed"} 3', body)
         self.assertIn(b'egress_proxy_config_reloads_total{result="ok"} 1', body)
 
-    def test_sighup_does_not_change_a_tunnel_already_open(self):
+    def reload(self, p, config) -> None:
+        mark = p.mark()
+        self.write_config(p, config)
+        p.signal(signal.SIGHUP)
+        p.wait_event(lambda e: e.get("event") == "reloaded", 5, "reloaded", start=mark)
+
+    def test_sighup_closes_tunnels_the_new_config_no_longer_allows_and_keeps_the_others(self):
+        self.tls.mode = "echo"
+        p = self.start_proxy()
+        gone = self.tls_via_proxy("www.wikidata.org")
+        kept = self.tls_via_proxy("wikifunctions.org")
+        for conn in (gone, kept):
+            conn.send(b"before reload")
+            self.assertEqual(conn.recv_until(lambda b: len(b) >= 13), b"before reload")
+        self.reload(p, self.config(allowlist=[{"host": "wikifunctions.org", "ports": [self.tls.port]}]))
+        gone.pump(lambda: gone.raw_eof, 5, "the revoked tunnel to be closed")
+        d = p.wait_decision(end="revoked")
+        self.assertEqual((d["host"], d["verdict"], d["reason"]), ("www.wikidata.org", "allow", "allowed"), d)
+        self.assertGreaterEqual(d["bytes_up"], 13, d)
+        kept.app_in.clear()
+        kept.send(b"after reload")
+        self.assertEqual(kept.recv_until(lambda b: len(b) >= 12), b"after reload")
+        self.assertEqual(len(p.decisions(end="revoked")), 1, p.decisions())
+        status, body = p.admin_get("/metrics")
+        self.assertIn(b'egress_proxy_tunnels_closed_by_proxy_total{cause="revoked"} 1', body)
+        self.assertIn(b'egress_proxy_active_tunnels 1', body)
+        kept.close()
+
+    def test_sighup_revokes_a_tunnel_whose_port_or_address_the_new_config_denies(self):
         self.tls.mode = "echo"
         p = self.start_proxy()
         conn = self.tls_via_proxy("www.wikidata.org")
-        mark = p.mark()
-        self.write_config(p, self.config(allowlist=[{"host": "wikifunctions.org", "ports": [self.tls.port]}]))
-        p.signal(signal.SIGHUP)
-        p.wait_event(lambda e: e.get("event") == "reloaded", 5, "reloaded", start=mark)
-        conn.send(b"after reload")
-        self.assertEqual(conn.recv_until(lambda b: len(b) >= 12), b"after reload")
+        # the port leaves the allowlist entry: revoked
+        self.reload(p, self.config(allowlist=[{"host": "www.wikidata.org", "ports": [self.http.port]}]))
+        conn.pump(lambda: conn.raw_eof, 5, "the tunnel whose port was removed to be closed")
+        self.assertEqual(p.wait_decision(end="revoked")["port"], self.tls.port)
+        # the host stays allowed but loopback is no longer an allowed address: revoked
+        self.reload(p, self.config())
+        conn = self.tls_via_proxy("www.wikidata.org")
+        mark = len(p.decisions(end="revoked"))
+        self.reload(p, self.config(allow_cidrs=()))
+        conn.pump(lambda: conn.raw_eof, 5, "the tunnel to a now denied address to be closed")
+        h.wait_until(lambda: len(p.decisions(end="revoked")) == mark + 1, 5, what="a second revoked line")
+
+    def test_a_keep_alive_request_after_sighup_is_judged_by_the_new_config(self):
+        p = self.start_proxy()
+        c = self.client()
+        a = b"www.wikidata.org:%d" % self.http.port
+        request = b"GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n" % (a, a)
+        c.send(request)
+        self.assertEqual(c.read_response()[0], 200)
+        self.reload(p, self.config(allowlist=[{"host": "wikifunctions.org", "ports": [self.http.port]}]))
+        before = self.http.count()
+        c.send(request)  # same connection, second request
+        status, headers = c.read_head()
+        self.assertEqual((status, headers.get("x-egress-denied")), (403, "host_not_allowed"), headers)
+        self.assertEqual(self.http.count(), before, "the refused request reached the upstream")
+
+    def test_a_head_completed_after_sighup_is_judged_by_the_new_config(self):
+        p = self.start_proxy()
+        waiting = self.client()  # connected before the reload, completes its head after it
+        waiting.send(b"CONNECT www.wikidata.org:%d HTTP/1.1\r\n" % self.tls.port)
+        time.sleep(0.2)
+        self.reload(p, self.config(allowlist=[{"host": "wikifunctions.org", "ports": [self.tls.port]}]))
+        before = self.tls.count()
+        waiting.send(b"Host: www.wikidata.org\r\n\r\n")
+        status, headers = waiting.read_head()
+        self.assertEqual((status, headers.get("x-egress-denied")), (403, "host_not_allowed"), headers)
+        self.assertEqual(self.tls.count(), before, "the refused CONNECT reached the upstream")
+
+    def test_max_tunnel_lifetime_closes_a_busy_tunnel_when_it_passes(self):
+        self.tls.mode = "echo"
+        p = self.start_proxy(limits={"max_tunnel_lifetime_ms": 1500})
+        conn = self.tls_via_proxy("www.wikidata.org")
+        t0 = time.monotonic()
+        while not conn.raw_eof and time.monotonic() - t0 < 5:  # busy: never idle
+            conn.app_in.clear()
+            try:
+                conn.send(b"ping")
+                conn.recv_until(lambda b: len(b) >= 4, timeout=0.3)
+            except (TimeoutError, ConnectionError, OSError):
+                pass
+            time.sleep(0.1)
+        self.assertTrue(conn.raw_eof, "the tunnel outlived max_tunnel_lifetime_ms")
+        d = p.wait_decision(end="max_lifetime")
+        self.assertGreaterEqual(d["total_ms"], 1400, d)
+        self.assertLess(d["total_ms"], 3500, d)
+        status, body = p.admin_get("/metrics")
+        self.assertIn(b'egress_proxy_tunnels_closed_by_proxy_total{cause="max_lifetime"} 1', body)
+        # off by default: a tunnel of the default config outlives 1.5 s
+        p2 = self.start_proxy()
+        conn = self.tls_via_proxy("www.wikidata.org", proxy=p2)
+        time.sleep(2)
+        conn.send(b"still")
+        self.assertEqual(conn.recv_until(lambda b: len(b) >= 5), b"still")
         conn.close()
 
     def test_sigterm_with_an_open_tunnel_drains_it_refuses_new_connections_and_exits_0(self):

@@ -28,7 +28,8 @@
 ///     selector: {...}                   # gateway: the proxy pods' labels (required)
 ///     limits: {max_connections, max_header_bytes, header_timeout_ms,
 ///              connect_timeout_ms, idle_timeout_ms, client_hello_timeout_ms,
-///              max_client_hello_bytes, drain_timeout_ms}
+///              max_client_hello_bytes, drain_timeout_ms,
+///              max_tunnel_lifetime_ms}       # 0 = no limit (the default)
 ///     tls: {allow_missing_sni: false, allow_ech: false}
 ///     resolver: {servers: ["ADDR[:PORT]", ...], timeout_ms, min_ttl_s, max_ttl_s}
 ///     hosts: {<name>: [<address>, ...]} # static answers, consulted before DNS
@@ -118,6 +119,11 @@ struct proxy_limits {
   std::chrono::milliseconds client_hello_timeout{10'000};
   std::uint32_t max_client_hello_bytes = 16 * 1024;
   std::chrono::milliseconds drain_timeout{20'000};
+  /// An established tunnel is closed (end "max_lifetime") this long after its CONNECT
+  /// was allowed, so a long-lived tunnel is judged again by the config current when the
+  /// client reconnects; 0 = no limit. A reload closes tunnels the new config no longer
+  /// allows at once, whatever this says.
+  std::chrono::milliseconds max_tunnel_lifetime{0};
 };
 
 /// The proxy's resolver settings.

@@ -44,6 +44,9 @@ public:
   void dns_latency(double seconds) noexcept { dns_.observe(seconds); }
   void connect_latency(double seconds) noexcept { connect_.observe(seconds); }
   void reload(bool ok) noexcept { ++(ok ? reloads_ok_ : reloads_failed_); }
+  /// A tunnel the proxy itself closed: `cause` "revoked" (a reload no longer allows it)
+  /// or "max_lifetime" (max_tunnel_lifetime_ms passed). Static storage, like reasons.
+  void tunnel_ended_by(std::string_view cause) { ++tunnels_ended_by_[cause]; }
 
   std::int64_t connections() const noexcept { return connections_; }
   std::int64_t tunnels() const noexcept { return tunnels_; }
@@ -60,6 +63,7 @@ private:
   std::uint64_t bytes_down_ = 0;
   std::uint64_t reloads_ok_ = 0;
   std::uint64_t reloads_failed_ = 0;
+  std::map<std::string_view, std::uint64_t> tunnels_ended_by_{{"revoked", 0}, {"max_lifetime", 0}};
   histogram dns_;
   histogram connect_;
 };
