@@ -58,6 +58,16 @@ std::uint64_t readiness::add(int fd, ready_listener& listener, int tag, boost::s
   return key;
 }
 
+bool readiness::rebind(std::uint64_t key, ready_listener& listener, int tag) noexcept {
+  const std::uint64_t low = key & 0xffffffffu;
+  if (low == 0 || low > slots_.size()) return false;
+  slot& s = slots_[static_cast<std::size_t>(low - 1)];
+  if (s.generation != static_cast<std::uint32_t>(key >> 32) || s.listener == nullptr) return false;
+  s.listener = &listener;
+  s.tag = tag;
+  return true;
+}
+
 void readiness::remove(std::uint64_t key) noexcept {
   const std::uint64_t low = key & 0xffffffffu;
   if (low == 0 || low > slots_.size()) return;

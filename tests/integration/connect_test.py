@@ -334,6 +334,60 @@ class ResolutionTest(h.ProxyTestCase):
         self.refused(self.connect_request("www.wikidata.org:%d" % port), 504, "connect_timeout")
         self.assertLess(time.monotonic() - t0, 3)
 
+    def stalled_listeners(self, addresses, port):
+        """Listeners on `addresses`:`port` whose accept queues are full: a connect to them
+        hangs (SYNs dropped), like a dead host."""
+        for a in addresses:
+            full = socket.socket()
+            full.bind((a, port))
+            full.listen(0)
+            self.addCleanup(full.close)
+            for _ in range(4):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex((a, port))
+                self.addCleanup(s.close)
+        time.sleep(0.2)
+
+    def test_happy_eyeballs_a_stalled_address_does_not_hold_the_dial_for_the_connect_timeout(self):
+        # RFC 8305 §5: the next address starts 250 ms after the last one, not when it times
+        # out; three stalled addresses before the live one cost ~750 ms, not 3 x 2 s.
+        dead = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        self.stalled_listeners(dead, self.tls.port)
+        self.start_proxy(hosts={"slow.wikidata.org": dead + ["127.0.0.1"]}, limits={"connect_timeout_ms": 2000})
+        t0 = time.monotonic()
+        conn = self.tls_via_proxy("slow.wikidata.org", check_hostname=False)
+        elapsed = time.monotonic() - t0
+        self.assertIn(b"200 OK", self.https_get(conn, "slow.wikidata.org"))
+        d = self.proxy.wait_decision(host="slow.wikidata.org")
+        self.assertEqual(d["upstream"], "127.0.0.1:%d" % self.tls.port, d)
+        self.assertGreaterEqual(d["connect_ms"], 700, d)
+        self.assertLess(d["connect_ms"], 1500, d)
+        self.assertLess(elapsed, 1.8)
+
+    def test_happy_eyeballs_one_connect_deadline_for_all_addresses(self):
+        dead = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        self.stalled_listeners(dead, self.tls.port)
+        self.start_proxy(hosts={"dead.wikidata.org": dead}, limits={"connect_timeout_ms": 1000})
+        fds_before = self.proxy.fd_count()
+        t0 = time.monotonic()
+        d = self.refused(self.connect_request("dead.wikidata.org:%d" % self.tls.port), 504, "connect_timeout")
+        self.assertLess(time.monotonic() - t0, 2.0, "each address got the whole connect timeout")
+        self.assertGreaterEqual(d["connect_ms"], 950, d)
+        self.assertLess(d["connect_ms"], 1500, d)
+        # every attempt's socket is closed with the dial (the client's was closed by the refusal)
+        h.wait_until(lambda: self.proxy.fd_count() == fds_before, 5, what="the attempts' sockets to be closed")
+
+    def test_happy_eyeballs_a_refused_attempt_starts_the_next_at_once(self):
+        # 127.0.0.5-7 refuse (nothing listens): each failure starts the next attempt without
+        # waiting out the attempt delay.
+        self.start_proxy(hosts={"refusing.wikidata.org": ["127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.1"]})
+        conn = self.tls_via_proxy("refusing.wikidata.org", check_hostname=False)
+        self.assertIn(b"200 OK", self.https_get(conn, "refusing.wikidata.org"))
+        d = self.proxy.wait_decision(host="refusing.wikidata.org")
+        self.assertEqual(d["upstream"], "127.0.0.1:%d" % self.tls.port, d)
+        self.assertLess(d["connect_ms"], 200, d)
+
     def test_next_allowed_address_is_tried_when_one_refuses(self):
         dns = h.Dnsmasq(self.dir / "failover-dns", {"failover.wikidata.org": ["127.0.0.3", "127.0.0.1"]}, ["wikidata.org"])
         self.addCleanup(dns.stop)

@@ -523,3 +523,24 @@ TEST_CASE("readiness: a listener destroying the loop inside on_ready stops the b
 }
 
 }  // namespace
+
+TEST_CASE("readiness: rebind() hands a registration to another listener and tag without a new add", "[unit][readiness]") {
+  asio::io_context io;
+  readiness loop(io);
+  socket_pair p;
+  recorder first, second;
+  std::uint64_t key = add_ok(loop, p.a, first, 1);
+  run_until(io, [&] { return !first.seen.empty(); });  // the initial EPOLLOUT
+  REQUIRE(loop.rebind(key, second, 2));
+  CHECK(loop.size() == 1);
+  p.feed();
+  run_until(io, [&] { return second.count(2, in_bit) == 1; });
+  settle(io, 50ms);
+  CHECK(first.count(1, in_bit) == 0);
+  CHECK(second.seen.size() == 1);
+  // A stale key (removed) or 0 is refused and changes nothing.
+  loop.remove(key);
+  CHECK_FALSE(loop.rebind(key, first, 1));
+  CHECK_FALSE(loop.rebind(0, first, 1));
+  CHECK(loop.size() == 0);
+}

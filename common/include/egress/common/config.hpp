@@ -114,7 +114,7 @@ struct proxy_limits {
   std::uint32_t max_connections = 4096;
   std::uint32_t max_header_bytes = 32 * 1024;
   std::chrono::milliseconds header_timeout{10'000};
-  std::chrono::milliseconds connect_timeout{5'000};
+  std::chrono::milliseconds connect_timeout{5'000};  ///< the whole dial: every address's attempt together
   std::chrono::milliseconds idle_timeout{300'000};
   std::chrono::milliseconds client_hello_timeout{10'000};
   std::uint32_t max_client_hello_bytes = 16 * 1024;

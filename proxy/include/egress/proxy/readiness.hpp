@@ -55,6 +55,11 @@ public:
   /// The listener must outlive the registration.
   std::uint64_t add(int fd, ready_listener& listener, int tag, boost::system::error_code& ec);
 
+  /// Delivers the events of registration `key` to `listener` with `tag` from now on,
+  /// without a system call: hands a registered descriptor to a new owner (a dial's winning
+  /// connection attempt to its connection). Returns false for 0 or a stale key.
+  bool rebind(std::uint64_t key, ready_listener& listener, int tag) noexcept;
+
   /// Ends the registration `key` (0 and stale keys are ignored); call it right before
   /// close(2) on the descriptor, which takes it out of the epoll set (the proxy never
   /// duplicates these descriptors, so no copy keeps it there).
