@@ -373,10 +373,124 @@ struct loader {
     return true;
   }
 
+  void parse_dns_responder(const YAML::Node& n, const std::string& path) {
+    map_view m(r, n, path, {"listen_address", "port", "answer_ipv4", "answer_ipv6", "ttl_s", "cluster_domains", "cluster_dns"});
+    if (!m.ok()) return;
+    auto& d = cfg.proxy.dns;
+    if (auto x = m.get("listen_address"))
+      if (auto a = address(*x, m.child("listen_address"))) d.listen_address = a->to_string();
+    if (auto x = m.get("port"))
+      if (auto v = port(*x, m.child("port"))) d.port = *v;
+    if (auto x = m.get("answer_ipv4"))
+      if (auto a = address(*x, m.child("answer_ipv4"))) {
+        if (!a->is_v4()) r.error(*x, m.child("answer_ipv4"), "answer_ipv4 must be an IPv4 address");
+        else d.answer_ipv4 = *a;
+      }
+    if (auto x = m.get("answer_ipv6"))
+      if (auto a = address(*x, m.child("answer_ipv6"))) {
+        if (!a->is_v6()) r.error(*x, m.child("answer_ipv6"), "answer_ipv6 must be an IPv6 address");
+        else d.answer_ipv6 = *a;
+      }
+    if (auto x = m.get("ttl_s"))
+      if (auto v = r.integer(*x, m.child("ttl_s"), 0, 3600)) d.ttl = std::chrono::seconds(*v);
+    if (auto x = m.get("cluster_domains")) {
+      d.cluster_domains.clear();
+      std::string sp = m.child("cluster_domains");
+      if (r.is_sequence(*x, sp))
+        for (std::size_t i = 0; i < x->size(); ++i) {
+          std::string ip = index_path(sp, i);
+          auto s = r.string((*x)[i], ip);
+          if (!s) continue;
+          auto h = normalize_host(*s, host_syntax::bare);
+          if (!h || h->is_ip()) {
+            r.error((*x)[i], ip, "\"" + *s + "\" is not a domain name");
+            continue;
+          }
+          d.cluster_domains.push_back(h->text);
+        }
+    }
+    if (auto x = m.get("cluster_dns")) {
+      std::string sp = m.child("cluster_dns");
+      if (r.is_sequence(*x, sp))
+        for (std::size_t i = 0; i < x->size(); ++i) {
+          std::string ip = index_path(sp, i);
+          auto s = r.string((*x)[i], ip);
+          if (!s) continue;
+          if (!valid_server(*s)) r.error((*x)[i], ip, "\"" + *s + "\" is not ADDRESS, ADDRESS:PORT or [IPv6]:PORT");
+          else d.cluster_dns.push_back(*s);
+        }
+    }
+  }
+
+  void parse_transparent(const YAML::Node& n, const std::string& path) {
+    map_view m(r, n, path, {"listen_address", "http_ports"});
+    if (!m.ok()) return;
+    auto& t = cfg.proxy.transparent;
+    if (auto x = m.get("listen_address"))
+      if (auto a = address(*x, m.child("listen_address"))) t.listen_address = a->to_string();
+    if (auto x = m.get("http_ports")) {
+      t.http_ports.clear();
+      std::string sp = m.child("http_ports");
+      if (r.is_sequence(*x, sp))
+        for (std::size_t i = 0; i < x->size(); ++i)
+          if (auto v = port((*x)[i], index_path(sp, i))) t.http_ports.push_back(*v);
+      std::sort(t.http_ports.begin(), t.http_ports.end());
+      t.http_ports.erase(std::unique(t.http_ports.begin(), t.http_ports.end()), t.http_ports.end());
+    }
+  }
+
+  // capture dns/both: what the responder and the transparent listeners need. The proxy's
+  // own resolver must never ask the responder: with dnsPolicy None the pod's resolv.conf
+  // names the responder, so its servers come from the config, and none may be the
+  // responder itself (a loop).
+  void check_capture(const YAML::Node& n, const std::string& path, const map_view& m) {
+    const auto& p = cfg.proxy;
+    const auto dns_node = m.get("dns");
+    const bool answer_given = dns_node && dns_node->IsMap() && ((*dns_node)["answer_ipv4"] || (*dns_node)["answer_ipv6"]);
+    if (!p.dns.answer_ipv4 && !p.dns.answer_ipv6 && !answer_given)  // an invalid one was reported already
+      r.error(m.get("dns") ? *m.get("dns") : n, m.get("dns") ? m.child("dns") : path,
+              "capture " + std::string(to_string(p.capture)) +
+                  " needs dns.answer_ipv4 and/or dns.answer_ipv6: the address clients reach the proxy at");
+    if (!p.dns.cluster_domains.empty() && p.dns.cluster_dns.empty())
+      r.error(m.get("dns") ? *m.get("dns") : n, m.get("dns") ? m.child("dns") : path,
+              "dns.cluster_dns is required to forward dns.cluster_domains (the kube-dns Service address)");
+    if (p.resolver.servers.empty())
+      r.error(m.get("resolver") ? *m.get("resolver") : n, m.get("resolver") ? m.child("resolver") : path,
+              "capture " + std::string(to_string(p.capture)) +
+                  " needs resolver.servers: /etc/resolv.conf names the proxy's own DNS responder then");
+    auto responder = ip::make_address(p.dns.listen_address);
+    for (std::size_t i = 0; i < p.resolver.servers.size(); ++i) {
+      const auto& s = p.resolver.servers[i];
+      auto [addr, server_port] = split_server(s);
+      bool same_port = server_port == p.dns.port;
+      bool same_addr = addr == responder || (responder.is_unspecified() && addr.is_loopback());
+      YAML::Node servers = (*m.get("resolver"))["servers"];
+      if (same_port && same_addr)
+        r.error(servers.IsSequence() && i < servers.size() ? servers[i] : servers, index_path(m.child("resolver") + ".servers", i),
+                "\"" + s + "\" is the proxy's own DNS responder: the resolver would ask itself (use the cluster DNS address)");
+    }
+  }
+
+  // "ADDR", "ADDR:PORT", "[V6]:PORT" (already valid) -> address and port (53 by default).
+  static std::pair<ip::address, std::uint16_t> split_server(std::string_view s) {
+    std::string_view addr = s, port_text;
+    if (s.starts_with('[')) {
+      auto close = s.find(']');
+      addr = s.substr(1, close - 1);
+      if (close + 1 < s.size()) port_text = s.substr(close + 2);
+    } else if (std::count(s.begin(), s.end(), ':') == 1) {
+      addr = s.substr(0, s.find(':'));
+      port_text = s.substr(s.find(':') + 1);
+    }
+    unsigned p = 0;
+    for (char ch : port_text) p = p * 10 + static_cast<unsigned>(ch - '0');
+    return {ip::make_address(std::string(addr)), static_cast<std::uint16_t>(port_text.empty() ? 53 : p)};
+  }
+
   void parse_proxy(const YAML::Node& n, const std::string& path) {
     map_view m(r, n, path,
                {"mode", "port", "admin_port", "listen_address", "admin_address", "selector", "limits", "tls", "resolver",
-                "hosts"});
+                "hosts", "capture", "dns", "transparent"});
     if (!m.ok()) return;
     cfg.has_proxy = true;
     auto& p = cfg.proxy;
@@ -417,6 +531,19 @@ struct loader {
       }
     }
     if (auto x = m.get("resolver")) parse_resolver(*x, m.child("resolver"));
+    if (auto x = m.get("capture")) {
+      if (auto s = r.string(*x, m.child("capture"))) {
+        if (*s == "env") p.capture = capture_mode::env;
+        else if (*s == "dns") p.capture = capture_mode::dns;
+        else if (*s == "both") p.capture = capture_mode::both;
+        else r.error(*x, m.child("capture"), "capture must be env, dns or both, got \"" + *s + "\"");
+      }
+    }
+    p.dns.listen_address = p.listen_address;
+    p.transparent.listen_address = p.listen_address;
+    if (auto x = m.get("dns")) parse_dns_responder(*x, m.child("dns"));
+    if (auto x = m.get("transparent")) parse_transparent(*x, m.child("transparent"));
+    if (p.transparent_capture()) check_capture(n, path, m);
     if (auto x = m.get("hosts")) {
       map_view hm(r, *x, m.child("hosts"), {});
       for (auto& [k, v] : hm.entries()) {
@@ -575,6 +702,19 @@ struct loader {
       if (w.egress == egress_class::proxy && !cfg.has_proxy)
         r.diags().error(r.file(), w.line, 0, wp + ".egress", "egress class proxy needs a \"proxy\" section");
     }
+    if (cfg.has_proxy && cfg.proxy.transparent_capture()) {
+      // Every allowlisted port gets a transparent listener: none may be a port the proxy
+      // already listens on.
+      const auto& p = cfg.proxy;
+      for (const auto& e : cfg.allowlist)
+        for (auto port : e.ports)
+          if (port == p.port || port == p.admin_port)
+            r.diags().error(r.file(), e.line, 0, "allowlist",
+                            "port " + std::to_string(port) + " is the proxy's " +
+                                (port == p.port ? "listener port" : "admin port") +
+                                "; capture " + std::string(to_string(p.capture)) +
+                                " opens a transparent listener on every allowlisted port");
+    }
     if (cfg.has_proxy && cfg.allowlist.empty() && !r.diags().has_errors())
       r.error(root, "allowlist", "the proxy needs at least one allowlist entry");
     if (cfg.has_proxy && deployment &&
@@ -704,6 +844,15 @@ std::string_view to_string(egress_class c) noexcept {
 }
 
 std::string_view to_string(proxy_mode m) noexcept { return m == proxy_mode::sidecar ? "sidecar" : "gateway"; }
+
+std::string_view to_string(capture_mode m) noexcept {
+  switch (m) {
+    case capture_mode::env: return "env";
+    case capture_mode::dns: return "dns";
+    case capture_mode::both: return "both";
+  }
+  return "env";
+}
 
 upstream_policy config::address_policy() const {
   upstream_policy p;

@@ -481,6 +481,22 @@ node proxy_config(const config& cfg, const render_options& opts) {
   resolver.set("min_ttl_s", node::integer(p.resolver.min_ttl.count()));
   resolver.set("max_ttl_s", node::integer(p.resolver.max_ttl.count()));
   px.set("resolver", std::move(resolver));
+  px.set("capture", node::str(std::string(common::to_string(p.capture))));
+  node dns = node::map();
+  dns.set("listen_address", node::str(p.dns.listen_address));
+  dns.set("port", node::integer(p.dns.port));
+  if (p.dns.answer_ipv4) dns.set("answer_ipv4", node::str(p.dns.answer_ipv4->to_string()));
+  if (p.dns.answer_ipv6) dns.set("answer_ipv6", node::str(p.dns.answer_ipv6->to_string()));
+  dns.set("ttl_s", node::integer(p.dns.ttl.count()));
+  dns.set("cluster_domains", node::str_seq(p.dns.cluster_domains));
+  dns.set("cluster_dns", node::str_seq(p.dns.cluster_dns));
+  px.set("dns", std::move(dns));
+  node transparent = node::map();
+  transparent.set("listen_address", node::str(p.transparent.listen_address));
+  node http_ports = node::seq();
+  for (auto port : p.transparent.http_ports) http_ports.push(node::integer(port));
+  transparent.set("http_ports", std::move(http_ports));
+  px.set("transparent", std::move(transparent));
   if (!p.hosts.empty()) {
     node hosts = node::map();
     for (const auto& [name, addrs] : p.hosts) {

@@ -33,6 +33,10 @@
 ///     tls: {allow_missing_sni: false, allow_ech: false}
 ///     resolver: {servers: ["ADDR[:PORT]", ...], timeout_ms, min_ttl_s, max_ttl_s}
 ///     hosts: {<name>: [<address>, ...]} # static answers, consulted before DNS
+///     capture: env | dns | both         # env (default): clients use HTTP(S)_PROXY
+///     dns: {listen_address, port: 53, answer_ipv4, answer_ipv6, ttl_s: 5,
+///           cluster_domains: [cluster.local], cluster_dns: ["ADDR[:PORT]", ...]}
+///     transparent: {listen_address, http_ports: [80]}
 ///   allowlist:                          # >= 1
 ///     - {host: <name | *.suffix | IP literal>, ports: [1-65535, ...] = [443]}
 ///   dns:                                # deployment only
@@ -135,6 +139,43 @@ struct resolver_settings {
   std::chrono::seconds max_ttl{300};
 };
 
+/// How clients reach the proxy (proxy.capture).
+enum class capture_mode {
+  env,   ///< clients that honour HTTP(S)_PROXY send CONNECT / absolute-form requests
+  dns,   ///< the DNS responder answers allowlisted names with the proxy's address and the
+         ///< transparent listeners route connections by SNI (TLS) or Host (plain HTTP)
+  both,  ///< both of the above
+};
+
+/// "env", "dns" or "both".
+std::string_view to_string(capture_mode m) noexcept;
+
+/// The allowlisting DNS responder (proxy.dns), used when capture is dns or both.
+/// Source: RFC 1035 (UDP and TCP), RFC 7766 (TCP), RFC 2308 (negative answers).
+struct dns_responder_settings {
+  std::string listen_address;      ///< default: the proxy's listen_address
+  std::uint16_t port = 53;         ///< UDP and TCP
+  /// Answered (A) for allowlisted names: the proxy's own address as the clients reach it
+  /// (sidecar: 127.0.0.1; gateway: the Service's cluster IP). Unset: no A records.
+  std::optional<boost::asio::ip::address> answer_ipv4;
+  /// Answered (AAAA) for allowlisted names; unset (the default): NODATA for AAAA.
+  std::optional<boost::asio::ip::address> answer_ipv6;
+  std::chrono::seconds ttl{5};     ///< TTL of those answers
+  /// Names at or under these domains are forwarded to `cluster_dns` and answered as it
+  /// answers (lower case, no trailing dot).
+  std::vector<std::string> cluster_domains{"cluster.local"};
+  /// "ADDR" or "ADDR:PORT": the cluster DNS (kube-dns Service) for `cluster_domains`.
+  std::vector<std::string> cluster_dns;
+};
+
+/// The transparent listeners (proxy.transparent), used when capture is dns or both: one
+/// per allowlisted port on `listen_address`; `http_ports` take plain HTTP routed by Host,
+/// every other port TLS routed by the ClientHello's SNI.
+struct transparent_settings {
+  std::string listen_address;            ///< default: the proxy's listen_address
+  std::vector<std::uint16_t> http_ports{80};
+};
+
 /// The proxy section.
 struct proxy_settings {
   proxy_mode mode = proxy_mode::sidecar;
@@ -149,6 +190,12 @@ struct proxy_settings {
   resolver_settings resolver;
   /// Static answers by normalised name, in file order.
   std::map<std::string, std::vector<boost::asio::ip::address>> hosts;
+  capture_mode capture = capture_mode::env;
+  dns_responder_settings dns;
+  transparent_settings transparent;
+
+  /// True when the DNS responder and the transparent listeners run (capture dns or both).
+  bool transparent_capture() const noexcept { return capture != capture_mode::env; }
 };
 
 /// One allowlist entry.
