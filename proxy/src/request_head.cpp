@@ -172,6 +172,25 @@ std::optional<head_error> check_host_field(std::string_view value, const request
   return std::nullopt;
 }
 
+// Origin form: the Host field value is the target (RFC 9112 §3.3); its port, 80 when
+// absent, must be the listener's.
+std::optional<head_error> take_host_field(std::string_view value, request_head& r) {
+  if (value.find('@') != std::string_view::npos) return bad(reason::host_header_invalid);
+  const auto parts = split_authority(value);
+  if (!parts) return bad(reason::host_header_invalid);
+  auto h = common::normalize_host(parts->host, common::host_syntax::uri);
+  if (!h) return bad(reason::host_header_invalid);
+  std::uint16_t port = http_default_port;
+  if (parts->port) {
+    auto p = parse_port(*parts->port);
+    if (!p) return bad(reason::host_header_invalid);
+    port = *p;
+  }
+  if (port != r.port) return bad(reason::host_mismatch);
+  r.host = std::move(*h);
+  return std::nullopt;
+}
+
 // Content-Length = 1*DIGIT (RFC 9110 §8.6), at most 2^64-1.
 std::optional<std::uint64_t> parse_content_length(std::string_view s) noexcept {
   if (s.empty()) return std::nullopt;
@@ -215,7 +234,7 @@ std::size_t find_head_end(std::string_view buffer, std::size_t searched) noexcep
   }
 }
 
-boost::system::result<request_head, head_error> parse_request_head(std::string_view head) {
+boost::system::result<request_head, head_error> parse_request_head(std::string_view head, const head_context& ctx) {
   const std::size_t end = find_head_end(head);
   if (end == 0) return bad(reason::incomplete_head);
   head = head.substr(0, end);
@@ -254,7 +273,17 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
   }
   if (r.target.find('#') != std::string_view::npos) return bad(reason::fragment_in_target);
   const bool is_connect = r.method == "CONNECT";
-  if (auto e = is_connect ? parse_connect_target(r.target, r) : parse_absolute_target(r.target, r)) return *e;
+  if (ctx.transparent) {
+    if (is_connect) return bad(reason::transparent_connect);
+    if (r.target == "*") return bad(reason::asterisk_form);
+    if (r.target.front() != '/') return bad(r.target.find("://") != std::string_view::npos ? reason::transparent_absolute_form
+                                                                                        : reason::bad_target);
+    r.form = request_form::origin;
+    r.port = ctx.listener_port;
+    r.path_and_query = std::string(r.target);
+  } else if (auto e = is_connect ? parse_connect_target(r.target, r) : parse_absolute_target(r.target, r)) {
+    return *e;
+  }
   for (char c : r.path_and_query)
     if (static_cast<unsigned char>(c) >= 0x80) return bad(reason::bad_target);
 
@@ -306,7 +335,12 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
 
   // Host (RFC 9112 §3.2): required in HTTP/1.1 (absolute form; see the docstring for
   // CONNECT), and when present it must name the target.
-  if (!host_value) {
+  if (r.form == request_form::origin) {
+    // The target is what Host names (RFC 9112 §3.2.1, §3.3): required, HTTP/1.0 too, since
+    // nothing else says where the request goes.
+    if (!host_value) return bad(reason::host_missing);
+    if (auto e = take_host_field(*host_value, r)) return *e;
+  } else if (!host_value) {
     if (!is_connect && r.version_minor == 1) return bad(reason::host_missing);
   } else if (auto e = check_host_field(*host_value, r)) {
     return *e;
@@ -319,7 +353,7 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
 }
 
 std::string upstream_head(const request_head& r) {
-  assert(r.form == request_form::absolute);
+  assert(r.form == request_form::absolute || r.form == request_form::origin);
 
   // Fields named in Connection are hop-by-hop (RFC 9110 §7.6.1), but never the ones that
   // name the target or frame the relayed body.

@@ -31,7 +31,10 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <algorithm>
+#include <set>
 #include <unordered_map>
+#include <vector>
 
 namespace egress::proxy {
 
@@ -99,16 +102,8 @@ public:
     tcp::endpoint admin = opts_.admin.value_or(tcp::endpoint(asio::ip::make_address(p.admin_address), p.admin_port));
     open(proxy_acceptor_, listen, "proxy listener", "--listen");
     open(admin_acceptor_, admin, "admin listener", "--admin");
-    // The proxy listener leaves Asio for the readiness loop. Accepted sockets inherit
-    // TCP_NODELAY from it (Linux copies the option at accept), one setsockopt fewer each.
-    error_code ec;
-    proxy_acceptor_.set_option(tcp::no_delay(true), ec);
-    listen_ep_ = proxy_acceptor_.local_endpoint();
-    listen_fd_ = proxy_acceptor_.release();
-    if (::fcntl(listen_fd_, F_SETFL, ::fcntl(listen_fd_, F_GETFL) | O_NONBLOCK) != 0 ||
-        (listen_key_ = loop_.add(listen_fd_, *this, -1, ec)) == 0)
-      throw std::runtime_error("cannot watch the proxy listener: " +
-                               (ec ? ec.message() : error_code(errno, boost::system::system_category()).message()));
+    watch_listener(proxy_acceptor_, entry::proxy, "proxy listener");
+    if (p.transparent_capture()) open_transparent(p);
     signals_.add(SIGTERM);
     signals_.add(SIGINT);
     signals_.add(SIGHUP);
@@ -117,7 +112,17 @@ public:
     asio::co_spawn(io_, admin_loop(self, admin_acceptor_), log_exception{"admin_loop"});
     std::string line = format_event_prefix("info", "listening");
     line += ",\"proxy\":";
-    append_json_string(line, endpoint_text(listen_ep_));
+    append_json_string(line, endpoint_text(listeners_[0].ep));
+    line += ",\"capture\":";
+    append_json_string(line, common::to_string(p.capture));
+    if (listeners_.size() > 1) {
+      line += ",\"transparent\":[";
+      for (std::size_t i = 1; i < listeners_.size(); ++i) {
+        if (i > 1) line += ',';
+        append_json_string(line, endpoint_text(listeners_[i].ep) + (listeners_[i].kind == entry::tls ? " tls" : " http"));
+      }
+      line += ']';
+    }
     line += ",\"admin\":";
     append_json_string(line, endpoint_text(admin_acceptor_.local_endpoint()));
     line += ",\"mode\":";
@@ -133,11 +138,12 @@ public:
     write_line(line);
   }
 
-  tcp::endpoint proxy_endpoint() const { return listen_ep_; }
+  tcp::endpoint proxy_endpoint() const { return listeners_[0].ep; }
 
   ~server_impl() {
     live_.clear();  // connections leave loop_ first
-    if (listen_fd_ >= 0) ::close(listen_fd_);
+    for (auto& l : listeners_)
+      if (l.fd >= 0) ::close(l.fd);
   }
   tcp::endpoint admin_endpoint() const { return admin_acceptor_.local_endpoint(); }
 
@@ -155,6 +161,64 @@ public:
   }
 
 private:
+  /// What a data-path listener takes: the proxy protocol (CONNECT, absolute-form) or,
+  /// with capture dns/both, TLS routed by SNI or plain HTTP routed by Host.
+  enum class entry { proxy, tls, http };
+  struct listener {
+    int fd = -1;
+    std::uint64_t key = 0;  ///< on loop_, tag -1 - index
+    tcp::endpoint ep;
+    entry kind = entry::proxy;
+  };
+
+  // Moves an open, listening acceptor onto the readiness loop. Accepted sockets inherit
+  // TCP_NODELAY from it (Linux copies the option at accept), one setsockopt fewer each.
+  void watch_listener(tcp::acceptor& a, entry kind, const char* what) {
+    error_code ec;
+    a.set_option(tcp::no_delay(true), ec);
+    listener l;
+    l.ep = a.local_endpoint();
+    l.kind = kind;
+    l.fd = a.release();
+    const int tag = -1 - static_cast<int>(listeners_.size());
+    if (::fcntl(l.fd, F_SETFL, ::fcntl(l.fd, F_GETFL) | O_NONBLOCK) != 0 || (l.key = loop_.add(l.fd, *this, tag, ec)) == 0) {
+      std::string why = ec ? ec.message() : error_code(errno, boost::system::system_category()).message();
+      ::close(l.fd);
+      throw std::runtime_error(std::string("cannot watch the ") + what + ": " + why);
+    }
+    listeners_.push_back(l);
+  }
+
+  // capture dns/both: a listener on every allowlisted port of the config at start-up
+  // (a reload does not add or remove listeners): http_ports take plain HTTP, the others TLS.
+  void open_transparent(const common::proxy_settings& p) {
+    std::set<std::uint16_t> ports;
+    for (const auto& e : snap_->cfg.allowlist) ports.insert(e.ports.begin(), e.ports.end());
+    const auto address = asio::ip::make_address(p.transparent.listen_address);
+    for (auto port : ports) {
+      const bool http = std::find(p.transparent.http_ports.begin(), p.transparent.http_ports.end(), port) !=
+                        p.transparent.http_ports.end();
+      tcp::acceptor a(io_);
+      tcp::endpoint ep(address, port);
+      error_code ec;
+      a.open(ep.protocol(), ec);
+      if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+      if (!ec && ep.address().is_v6()) a.set_option(asio::ip::v6_only(false), ec);
+      if (!ec) a.bind(ep, ec);
+      if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) {
+        std::string hint = port < 1024 && ec == asio::error::access_denied
+                               ? "; ports below 1024 need the pod sysctl net.ipv4.ip_unprivileged_port_start=0 "
+                                 "(or CAP_NET_BIND_SERVICE)"
+                               : "";
+        throw std::runtime_error("cannot listen on " + endpoint_text(ep) + " (transparent " + (http ? "HTTP" : "TLS") +
+                                 " listener for allowlisted port " + std::to_string(port) + "): " + ec.message() + hint +
+                                 "; set proxy.transparent.listen_address or capture: env");
+      }
+      watch_listener(a, http ? entry::http : entry::tls, "transparent listener");
+    }
+  }
+
   static void open(tcp::acceptor& a, const tcp::endpoint& ep, const char* what, const char* flag) {
     error_code ec;
     a.open(ep.protocol(), ec);
@@ -276,13 +340,15 @@ private:
     finish_if_drained(false);
   }
 
-  void on_ready(int, std::uint32_t) override { accept_ready(); }  // the proxy listener (tag -1)
+  void on_ready(int tag, std::uint32_t) override { accept_ready(static_cast<std::size_t>(-1 - tag)); }  // listeners
 
   void stop_listening() {
-    if (listen_fd_ < 0) return;
-    loop_.remove(listen_key_);
-    ::close(listen_fd_);
-    listen_fd_ = -1;
+    for (auto& l : listeners_) {
+      if (l.fd < 0) continue;
+      loop_.remove(l.key);
+      ::close(l.fd);
+      l.fd = -1;
+    }
     accept_backoff_.cancel();
   }
 
@@ -324,13 +390,14 @@ private:
   // The listener is readable: accept what is queued, at most a bounded number per turn
   // so that the other handlers run (edge-triggered: a new connection brings a new event,
   // the ones already queued do not, hence the post).
-  void accept_ready() {
+  void accept_ready(std::size_t index) {
     constexpr int max_accepts_per_turn = 64;
     for (int i = 0; i < max_accepts_per_turn; ++i) {
-      if (listen_fd_ < 0) return;
+      const listener& l = listeners_[index];
+      if (l.fd < 0) return;
       sockaddr_storage peer{};
       socklen_t len = sizeof peer;
-      int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      int fd = ::accept4(l.fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
         if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
@@ -339,16 +406,17 @@ private:
         log_event("warning", "accept_failed", error_code(errno, boost::system::system_category()).message());
         accept_backoff_.expires_after(std::chrono::milliseconds(100));
         accept_backoff_.async_wait([self = shared_from_this()](const error_code& ec) {
-          if (!ec) self->accept_ready();
+          if (ec) return;
+          for (std::size_t k = 0; k < self->listeners_.size(); ++k) self->accept_ready(k);
         });
         return;
       }
-      accepted(fd, peer, len);
+      accepted(fd, peer, len, l);
     }
-    asio::post(io_, [self = shared_from_this()] { self->accept_ready(); });
+    asio::post(io_, [self = shared_from_this(), index] { self->accept_ready(index); });
   }
 
-  void accepted(int fd, const sockaddr_storage& sa, socklen_t len) {
+  void accepted(int fd, const sockaddr_storage& sa, socklen_t len, const listener& from) {
     tcp::endpoint peer;
     if (len <= peer.capacity()) {
       std::memcpy(peer.data(), &sa, len);
@@ -361,9 +429,11 @@ private:
       rec.client = endpoint_text(peer);
       rec.reason = "too_many_connections";
       rec.status = 503;
-      std::string r = refusal(503, rec.reason);
-      // Best effort: never wait on a client we cannot serve.
-      [[maybe_unused]] ssize_t n = ::send(fd, r.data(), r.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (from.kind != entry::tls) {  // a TLS client would read an HTTP answer as garbage
+        std::string r = refusal(503, rec.reason);
+        // Best effort: never wait on a client we cannot serve.
+        [[maybe_unused]] ssize_t n = ::send(fd, r.data(), r.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      }
       ::close(fd);
       decided(rec, steady::now());
       return;
@@ -379,11 +449,18 @@ private:
     metrics_.connection_opened();
     watch(c);
     auto self = shared_from_this();
-    asio::co_spawn(io_, session(self, c, id, endpoint_text(peer)), [self, c](std::exception_ptr e, bool handed_to_relay) {
+    auto done = [self, c](std::exception_ptr e, bool handed_to_relay) {
       log_exception{"session"}(e);
       if (handed_to_relay && !e) return;  // the relay ends the connection
       self->end_connection(c);
-    });
+    };
+    switch (from.kind) {
+      case entry::proxy: asio::co_spawn(io_, session(self, c, id, endpoint_text(peer)), std::move(done)); break;
+      case entry::tls: asio::co_spawn(io_, sni_session(self, c, id, endpoint_text(peer), from.ep.port()), std::move(done)); break;
+      case entry::http:
+        asio::co_spawn(io_, session(self, c, id, endpoint_text(peer), head_context{true, from.ep.port()}), std::move(done));
+        break;
+    }
   }
 
   asio::io_context& io_;
@@ -395,9 +472,7 @@ private:
   asio::signal_set signals_;
   asio::steady_timer drain_timer_;
   asio::steady_timer accept_backoff_;
-  tcp::endpoint listen_ep_;
-  int listen_fd_ = -1;            ///< the proxy listener, on loop_ (tag -1)
-  std::uint64_t listen_key_ = 0;
+  std::vector<listener> listeners_;  ///< [0] the proxy listener, then the transparent ones
   metrics metrics_;
   bool draining_ = false;
   bool drain_forced_ = false;

@@ -53,6 +53,42 @@ asio::awaitable<std::size_t> read_head(proxy_context& ctx, const std::shared_ptr
   }
 }
 
+// Reads until `hello` (which may already hold bytes) holds a complete or invalid
+// ClientHello; nullopt when the client went away or the phase deadline passed first.
+asio::awaitable<std::optional<hello_result>> read_client_hello(const std::shared_ptr<connection>& c, std::string& hello,
+                                                                std::uint32_t max_bytes) {
+  client_hello_parser parser(max_bytes);
+  auto result = parser.feed(std::span(reinterpret_cast<const std::uint8_t*>(hello.data()), hello.size()));
+  while (result.state == hello_state::need_more) {
+    std::size_t before = hello.size();
+    auto ec = co_await read_into(*c, c->client, hello, relay_buffer().size());
+    if (ec) co_return std::nullopt;
+    result = parser.feed(std::span(reinterpret_cast<const std::uint8_t*>(hello.data() + before), hello.size() - before));
+  }
+  co_return result;
+}
+
+// The checked ClientHello goes upstream and the connection becomes a tunnel (the relay
+// owns it from here: true), or the write fails and the decision is logged (false).
+asio::awaitable<bool> open_tunnel(proxy_context& ctx, const std::shared_ptr<connection>& c, const snapshot& snap,
+                                  common::host host, const std::string& hello, decision_record& rec,
+                                  steady::time_point start) {
+  const auto& p = snap.cfg.proxy;
+  rec.allowed = true;
+  rec.reason = "allowed";
+  if (auto fec = co_await write_all(*c, c->upstream, hello)) {
+    rec.end = "error";
+    ctx.decided(rec, start);
+    co_return false;
+  }
+  c->bytes_up = hello.size();
+  c->rec = std::move(rec);
+  c->start = start;
+  c->target = std::move(host);
+  relay_begin(ctx, c, p.limits.idle_timeout, p.limits.max_tunnel_lifetime);
+  co_return true;
+}
+
 // The CONNECT path after the target was admitted: 200, the ClientHello (bytes sent with
 // the CONNECT head come first), the SNI check, then the hello upstream and the relay.
 asio::awaitable<bool> tunnel(proxy_context& ctx, std::shared_ptr<connection> c, std::shared_ptr<const snapshot> snap,
@@ -65,41 +101,20 @@ asio::awaitable<bool> tunnel(proxy_context& ctx, std::shared_ptr<connection> c, 
     ctx.decided(rec, start);
     co_return false;
   }
-  client_hello_parser parser(p.limits.max_client_hello_bytes);
-  auto result = parser.feed(std::span(reinterpret_cast<const std::uint8_t*>(hello.data()), hello.size()));
-  while (result.state == hello_state::need_more) {
-    std::size_t before = hello.size();
-    auto ec = co_await read_into(*c, c->client, hello, relay_buffer().size());
-    if (ec) {
-      rec.reason = c->expired ? "client_hello_timeout" : "client_hello_incomplete";
-      rec.status = 200;
-      ctx.decided(rec, start);
-      co_return false;
-    }
-    result = parser.feed(std::span(reinterpret_cast<const std::uint8_t*>(hello.data() + before), hello.size() - before));
-  }
-  if (result.server_name) rec.sni = *result.server_name;
   rec.status = 200;
-  if (auto d = check_sni(result, host, p.allow_missing_sni, p.allow_ech); !d.allowed) {
+  auto result = co_await read_client_hello(c, hello, p.limits.max_client_hello_bytes);
+  if (!result) {
+    rec.reason = c->expired ? "client_hello_timeout" : "client_hello_incomplete";
+    ctx.decided(rec, start);
+    co_return false;
+  }
+  if (result->server_name) rec.sni = *result->server_name;
+  if (auto d = check_sni(*result, host, p.allow_missing_sni, p.allow_ech); !d.allowed) {
     rec.reason = d.reason;  // closed before one byte went upstream
     ctx.decided(rec, start);
     co_return false;
   }
-  if (auto fec = co_await write_all(*c, c->upstream, hello)) {
-    rec.allowed = true;
-    rec.reason = "allowed";
-    rec.end = "error";
-    ctx.decided(rec, start);
-    co_return false;
-  }
-  c->bytes_up = hello.size();
-  rec.allowed = true;
-  rec.reason = "allowed";
-  c->rec = std::move(rec);
-  c->start = start;
-  c->target = std::move(host);
-  relay_begin(ctx, c, p.limits.idle_timeout, p.limits.max_tunnel_lifetime);
-  co_return true;
+  co_return co_await open_tunnel(ctx, c, *snap, std::move(host), hello, rec, start);
 }
 
 }  // namespace
@@ -111,6 +126,67 @@ asio::awaitable<decision> admit(proxy_context& ctx, const std::shared_ptr<connec
   co_return co_await dial(ctx, c, snap, host, port, &rec);
 }
 
+asio::awaitable<bool> sni_session(std::shared_ptr<proxy_context> self, std::shared_ptr<connection> c, std::uint64_t id,
+                                  std::string client, std::uint16_t port) {
+  proxy_context& ctx = *self;
+  decision_record rec;
+  rec.conn = id;
+  rec.client = std::move(client);
+  rec.method = "TLS";
+  rec.port = port;
+  {
+    auto snap = ctx.current();
+    c->arm(snap->cfg.proxy.limits.client_hello_timeout);
+  }
+  c->between_requests = true;  // like a connection waiting for its head: drain closes it
+  std::string hello;
+  auto result = co_await read_client_hello(c, hello, ctx.current()->cfg.proxy.limits.max_client_hello_bytes);
+  c->between_requests = false;
+  auto start = steady::now();
+  if (!result) {
+    if (hello.empty() && !c->expired) co_return false;  // connected and left: nothing to judge
+    rec.reason = c->expired ? "client_hello_timeout" : "client_hello_incomplete";
+    ctx.decided(rec, start);
+    co_return false;
+  }
+  // Judged by the config current when the hello is complete.
+  auto snap = ctx.current();
+  const auto& p = snap->cfg.proxy;
+  if (result->server_name) rec.sni = *result->server_name;
+  // The SNI is the target: no SNI, an invalid one or an IP literal cannot be routed.
+  // check_sni then applies every check of a CONNECT tunnel's hello (ECH, one name).
+  common::host host;
+  std::string_view refused;
+  if (result->state != hello_state::complete || !result->server_name) {
+    refused = check_sni(*result, host, false, p.allow_ech).reason;
+  } else if (auto h = common::normalize_host(*result->server_name, common::host_syntax::bare); !h) {
+    refused = "sni_invalid";
+  } else if (h->is_ip()) {
+    refused = "sni_ip_literal";
+  } else {
+    host = std::move(*h);
+    rec.host = host.text;
+    refused = check_sni(*result, host, false, p.allow_ech).reason;
+    if (refused == "allowed") refused = {};
+  }
+  if (!refused.empty()) {
+    rec.reason = refused;  // closed before one byte went upstream
+    ctx.decided(rec, start);
+    co_return false;
+  }
+  if (ctx.draining()) {
+    rec.reason = "draining";
+    ctx.decided(rec, start);
+    co_return false;
+  }
+  if (auto d = co_await admit(ctx, c, snap, host, port, rec); !d.allowed) {
+    rec.reason = d.reason;
+    ctx.decided(rec, start);
+    co_return false;
+  }
+  co_return co_await open_tunnel(ctx, c, *snap, std::move(host), hello, rec, start);
+}
+
 decision rejudge_tunnel(const snapshot& snap, const connection& c) {
   if (auto d = check_target(snap.cfg.allowlist, c.target, c.rec.port); !d.allowed) return d;
   auto filtered = filter_addresses(snap.policy, {c.upstream_address});
@@ -119,7 +195,7 @@ decision rejudge_tunnel(const snapshot& snap, const connection& c) {
 }
 
 asio::awaitable<bool> session(std::shared_ptr<proxy_context> self, std::shared_ptr<connection> c, std::uint64_t id,
-                              std::string client) {
+                              std::string client, head_context where) {
   proxy_context& ctx = *self;
   std::string buf;
   for (bool first = true;; first = false) {
@@ -139,7 +215,7 @@ asio::awaitable<bool> session(std::shared_ptr<proxy_context> self, std::shared_p
       }
       co_return false;
     }
-    auto parsed = parse_request_head(std::string_view(buf.data(), head_len));
+    auto parsed = parse_request_head(std::string_view(buf.data(), head_len), where);
     if (!parsed) {
       rec.method = "";
       co_await refuse(ctx, c, rec, parsed.error().reason, start, parsed.error().status);

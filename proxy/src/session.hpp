@@ -13,6 +13,7 @@
 
 #include "egress/common/host_name.hpp"
 #include "egress/proxy/acl.hpp"
+#include "egress/proxy/request_head.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
@@ -36,10 +37,21 @@ boost::asio::awaitable<decision> admit(proxy_context& ctx, const std::shared_ptr
 decision rejudge_tunnel(const snapshot& snap, const connection& c);
 
 /// Serves client connection `c` (`id` for the log, `client` its "ADDR:PORT"): requests
-/// one after another while the client keeps the connection alive. Returns true when an
-/// established tunnel was handed to the relay, which then owns the connection; false when
-/// the caller ends it.
+/// one after another while the client keeps the connection alive. `where`: the proxy
+/// listener (CONNECT and absolute-form) or a transparent HTTP listener (origin-form,
+/// routed by Host, on `where.listener_port`). Returns true when an established tunnel was
+/// handed to the relay, which then owns the connection; false when the caller ends it.
 boost::asio::awaitable<bool> session(std::shared_ptr<proxy_context> ctx, std::shared_ptr<connection> c, std::uint64_t id,
-                                     std::string client);
+                                     std::string client, head_context where = {});
+
+/// Serves a connection of a transparent TLS listener on `port` (capture dns/both: the
+/// client resolved an allowlisted name to the proxy and speaks TLS to it as to the
+/// origin). The first bytes must be a ClientHello; its SNI is the target: the same hello
+/// checks as in a CONNECT tunnel (ECH, one host_name), then `admit` (allowlist for
+/// SNI:port, resolution, address filter, dial), the hello upstream and the relay. No SNI,
+/// not TLS, or not allowed: closed before a byte goes upstream, with a decision line
+/// (method "TLS", no HTTP status). Returns as `session` does.
+boost::asio::awaitable<bool> sni_session(std::shared_ptr<proxy_context> ctx, std::shared_ptr<connection> c,
+                                         std::uint64_t id, std::string client, std::uint16_t port);
 
 }  // namespace egress::proxy

@@ -56,6 +56,8 @@ inline constexpr std::string_view bad_transfer_encoding = "bad_transfer_encoding
 inline constexpr std::string_view transfer_encoding_http10 = "transfer_encoding_http10";
 inline constexpr std::string_view cl_and_te = "cl_and_te";
 inline constexpr std::string_view connect_with_body = "connect_with_body";
+inline constexpr std::string_view transparent_connect = "transparent_connect";
+inline constexpr std::string_view transparent_absolute_form = "transparent_absolute_form";
 }  // namespace head_reason
 
 /// One header field line as received.
@@ -66,10 +68,22 @@ struct header_field {
   friend bool operator==(const header_field&, const header_field&) = default;
 };
 
-/// The shape of the request-target (RFC 9112 §3.2); the proxy accepts only these two.
+/// The shape of the request-target (RFC 9112 §3.2): connect and absolute on the proxy
+/// listener, origin on a transparent HTTP listener.
 enum class request_form {
   connect,   ///< authority-form "host:port" of a CONNECT request (RFC 9112 §3.2.3)
   absolute,  ///< absolute-form "http://host[:port][/path][?query]" (RFC 9112 §3.2.2)
+  origin,    ///< origin-form "/path[?query]" with the target from Host (RFC 9112 §3.2.1)
+};
+
+/// Where a head arrived. The proxy listener takes CONNECT and absolute-form; a
+/// transparent HTTP listener (capture dns/both: the client resolved the name to the
+/// proxy and believes it talks to the origin) takes origin-form only, routed by Host.
+struct head_context {
+  bool transparent = false;
+  /// The transparent listener's port: the target port, which a Host port must equal (a
+  /// Host without port means 80, RFC 9110 §4.2.1).
+  std::uint16_t listener_port = 80;
 };
 
 /// A request head that passed every check of `parse_request_head`.
@@ -82,12 +96,13 @@ struct request_head {
   /// The target host, normalised by `common::normalize_host(..., host_syntax::uri)`:
   /// names lower case without trailing dot; IP literals recognised, never resolved.
   common::host host;
-  /// Explicit port of the target, or 80 for an absolute-form target without one. Never 0.
+  /// Explicit port of the target, or 80 for an absolute-form target without one; origin
+  /// form: the listener's port. Never 0.
   std::uint16_t port = 0;
   std::string_view target;  ///< the request-target exactly as received
   /// Absolute form: the origin-form to send upstream, "/path?query"; "/" when the target
   /// has no path (RFC 9112 §3.2.1), and "/?query" for "http://host?query" (hence owned).
-  /// CONNECT: empty.
+  /// Origin form: the target as received. CONNECT: empty.
   std::string path_and_query;
   int version_minor = 1;               ///< HTTP/1.0 -> 0, HTTP/1.1 -> 1
   std::vector<header_field> fields;    ///< every field line, in order, as received
@@ -221,10 +236,17 @@ std::size_t find_head_end(std::string_view buffer, std::size_t searched = 0) noe
 ///                                (bad host, bad port, userinfo, empty)
 ///   400 host_mismatch            Host names another host or port than the target
 ///
+/// With `ctx.transparent` (a transparent HTTP listener) the target must be origin-form
+/// ("/..."; "*" is asterisk_form) and Host names it: CONNECT is 400 transparent_connect,
+/// an absolute-form target 400 transparent_absolute_form, a missing Host (HTTP/1.0 too)
+/// 400 host_missing, a Host whose port (80 when absent) is not the listener's port 400
+/// host_mismatch; everything else as above.
+///
 /// Units: bytes. Lifetime: see `request_head`. Concurrency: none; reentrant.
 /// Source: RFC 9112 §2.2, §3, §3.2, §5, §6.1, §6.3, §9.3; RFC 9110 §5.5, §5.6.2, §7.2,
 /// §7.6.1, §9.3.6; RFC 3986 §3.2.
-boost::system::result<request_head, head_error> parse_request_head(std::string_view head);
+boost::system::result<request_head, head_error> parse_request_head(std::string_view head,
+                                                                  const head_context& ctx = {});
 
 /// Builds the head the proxy sends upstream for an absolute-form request, ending with the
 /// empty line; the body (if any) is relayed after it unchanged.
@@ -249,7 +271,7 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
 /// "Connection: close" tells the upstream the connection ends with this response, so the
 /// proxy can read the response until its framing ends or the connection closes.
 ///
-/// Precondition: `r.form == request_form::absolute` (asserted).
+/// Precondition: `r.form` is absolute or origin (asserted).
 std::string upstream_head(const request_head& r);
 
 }  // namespace egress::proxy
