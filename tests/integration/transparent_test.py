@@ -13,10 +13,13 @@ Run (ctest does this, in a loopback-only network namespace):
   unshare --net sh -c 'ip link set lo up && exec /usr/bin/python3 -m unittest -v transparent_test'
 """
 
+import os
+import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 from pathlib import Path
@@ -164,6 +167,39 @@ class TransparentTest(h.ProxyTestCase):
                 c, (status, headers) = self.http_request(request)
                 self.assertEqual((status, headers.get("x-egress-denied")), (400, reason), headers)
         self.assertEqual(self.http.count(), before, "a refused request reached the upstream")
+
+    def test_a_port_below_1024_without_privileges_is_refused_with_the_sysctl_named_and_works_with_it(self):
+        cfg = self.transparent_config(allowlist=[{"host": "www.wikidata.org", "ports": [443]}])
+        shared = Path(tempfile.mkdtemp(prefix="egress-low-port-"))  # readable by the unprivileged user
+        self.addCleanup(shutil.rmtree, shared, True)
+        os.chmod(shared, 0o755)
+        path = shared / "proxy.yaml"
+        path.write_text(h.yaml.safe_dump(cfg))
+        os.chmod(path, 0o644)
+        sysctl = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        old = sysctl.read_text().strip()
+        self.addCleanup(sysctl.write_text, old)
+        sysctl.write_text("1024")
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
+               h.PROXY_BINARY, "--config", str(path), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+        r = subprocess.run(cmd, capture_output=True, timeout=20)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(b"127.0.0.53:443", r.stderr)
+        self.assertIn(b"net.ipv4.ip_unprivileged_port_start", r.stderr)
+        # the namespaced sysctl the chart sets: the same unprivileged process binds 443
+        sysctl.write_text("0")
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            line = b""
+            for _ in range(5):  # warnings (allow_cidrs) come first
+                line = p.stdout.readline()
+                if not line or b'"event":"listening"' in line:
+                    break
+            self.assertIn(b'"event":"listening"', line, p.stderr.read1(4096) if p.poll() is not None else b"")
+            self.assertIn(b"127.0.0.53:443 tls", line)
+        finally:
+            p.terminate()
+            p.wait(10)
 
     def test_env_capture_opens_no_transparent_listener(self):
         self.start_proxy()  # capture env (the default)
