@@ -28,6 +28,10 @@ std::string_view failure_reason(const error_code& ec) {
 /// The dial coroutine parks in the connection's `upstream.waiter[1]`, so the connection's
 /// watchdog (the overall connect deadline) and close() (a forced drain) abort it as they
 /// abort any other wait; an attempt's report or the stagger timer wakes it.
+///
+/// Lifetime: the dial coroutine owns the race (shared, so a report in flight keeps it);
+/// the connection may be gone before the race is (a wake-up resumes the coroutine inline,
+/// which may finish the whole connection), so the destructor touches only the loop.
 class race final : public ready_listener, public std::enable_shared_from_this<race> {
 public:
   struct attempt {
@@ -39,7 +43,7 @@ public:
     bool readable = false;  ///< bytes (or EOF) already waiting: the connection must know
   };
 
-  explicit race(connection& c) : c_(c), timer_(c.ex) {}
+  explicit race(connection& c) : c_(c), loop_(c.loop), timer_(c.ex) {}
   race(const race&) = delete;
   race& operator=(const race&) = delete;
   ~race() {
@@ -63,7 +67,7 @@ public:
     a.fd = fd;
     a.ep = ep;
     error_code ec;
-    a.key = c_.loop.add(fd, *this, static_cast<int>(attempts_.size()), ec);
+    a.key = loop_.add(fd, *this, static_cast<int>(attempts_.size()), ec);
     if (a.key == 0) {
       ::close(fd);
       return ec;
@@ -116,7 +120,7 @@ public:
     s.writable = true;
     s.readable = a.readable;
     s.hup = a.hup;
-    c_.loop.rebind(a.key, c_, 1);
+    loop_.rebind(a.key, c_, 1);
     a.fd = -1;
     a.key = 0;
     --in_flight_;
@@ -149,7 +153,7 @@ public:
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) a.readable = true;
     auto keep = shared_from_this();  // the dial may finish (and drop this race) inside wake()
     wake();
-  }
+  }  // ~race may run here, after the connection: it uses loop_ only
 
 private:
   void wake() {
@@ -164,14 +168,15 @@ private:
 
   void drop(attempt& a) noexcept {
     if (a.fd < 0) return;
-    c_.loop.remove(a.key);
+    loop_.remove(a.key);
     ::close(a.fd);
     a.fd = -1;
     a.key = 0;
     --in_flight_;
   }
 
-  connection& c_;
+  connection& c_;    ///< only while the dial coroutine runs (see the class comment)
+  readiness& loop_;  ///< outlives every connection and race
   asio::steady_timer timer_;
   std::vector<attempt> attempts_;
   std::size_t in_flight_ = 0;
