@@ -41,6 +41,53 @@ bool framing_name(std::string_view name) noexcept {
   return names(name, "host") || names(name, "content-length") || names(name, "transfer-encoding");
 }
 
+// chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ),
+// chunk-ext-name = token, chunk-ext-val = token / quoted-string (RFC 9112 §7.1.1, §5.6.4).
+bool valid_chunk_ext(std::string_view e) noexcept {
+  std::size_t i = 0;
+  const auto bws = [&] {
+    const std::size_t from = i;
+    while (i < e.size() && http::is_ows(e[i])) ++i;
+    return i > from;
+  };
+  const auto token = [&] {
+    const std::size_t from = i;
+    while (i < e.size() && is_tchar(e[i])) ++i;
+    return i > from;
+  };
+  const auto quoted_string = [&] {
+    if (i >= e.size() || e[i] != '"') return false;
+    for (++i; i < e.size(); ++i) {
+      const auto u = static_cast<unsigned char>(e[i]);
+      if (u == '"') {
+        ++i;
+        return true;
+      }
+      if (u == '\\') {
+        if (++i == e.size() || !http::is_field_value_byte(e[i])) return false;
+      } else if (!http::is_field_value_byte(e[i])) {
+        return false;
+      }
+    }
+    return false;  // no closing quote
+  };
+  while (i < e.size()) {
+    bws();
+    if (i == e.size() || e[i] != ';') return false;  // trailing BWS, or junk
+    ++i;
+    bws();
+    if (!token()) return false;
+    const bool space = bws();
+    if (i == e.size()) return !space;
+    if (e[i] == ';') continue;
+    if (e[i] != '=') return false;
+    ++i;
+    bws();
+    if (!token() && !quoted_string()) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void chunked_scanner::end_trailer_line() noexcept {
@@ -99,7 +146,7 @@ chunked_step chunked_scanner::step(std::string_view bytes) {
           status_ = state::error;
         } else if (c == ';' || c == ' ' || c == '\t') {
           phase_ = phase::ext;
-          line_bytes_ = 0;
+          line_.clear();
         } else if (c == '\r') {
           phase_ = phase::size_lf;
           ++i;
@@ -109,11 +156,21 @@ chunked_step chunked_scanner::step(std::string_view bytes) {
         break;
       }
       case phase::ext:
-        // chunk-ext is not interpreted (it is relayed as received); bounded and free of
-        // control bytes, so no recipient can read a line end into it.
-        if (c == '\r') phase_ = phase::size_lf;
-        else if (!http::is_field_value_byte(c) || ++line_bytes_ > max_line_bytes) status_ = state::error;
-        if (status_ == state::body) ++i;
+        // chunk-ext is not interpreted, but relayed as received: it must have the RFC's
+        // shape (checked at its end), so no recipient reads it, or the line, otherwise.
+        if (c == '\r') {
+          if (!valid_chunk_ext(line_)) {
+            status_ = state::error;
+            break;
+          }
+          phase_ = phase::size_lf;
+        } else if (c == '\n' || line_.size() >= max_line_bytes) {
+          status_ = state::error;
+          break;
+        } else {
+          line_.push_back(c);
+        }
+        ++i;
         break;
       case phase::size_lf:
         if (c != '\n') {
@@ -241,6 +298,8 @@ std::optional<response_head> parse_response_head(std::string_view head, bool req
     } else if (iequals(name, "transfer-encoding")) {
       if (has_te || !iequals(value, "chunked")) return std::nullopt;
       has_te = chunked = true;
+    } else if ((iequals(name, "connection") || iequals(name, "proxy-connection")) && !http::is_token_list(value)) {
+      return std::nullopt;
     }
     r.fields.emplace_back(std::string(name), std::string(value));
   }

@@ -209,10 +209,11 @@ std::optional<std::uint64_t> parse_max_forwards(std::string_view s) noexcept {
   return value;
 }
 
-bool connection_lists(const request_head& r, std::string_view option) {
+// Whether a field named `field` (Connection, Proxy-Connection) lists `option`.
+bool connection_lists(const request_head& r, std::string_view option, std::string_view field = "connection") {
   bool found = false;
   for (const auto& f : r.fields) {
-    if (!iequals(f.name, "connection")) continue;
+    if (!iequals(f.name, field)) continue;
     for_each_list_element(f.value, [&](std::string_view e) { found = found || iequals(e, option); });
   }
   return found;
@@ -321,6 +322,8 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
       if (has_transfer_encoding || !iequals(value, "chunked")) return bad(reason::bad_transfer_encoding);
       if (r.version_minor == 0) return bad(reason::transfer_encoding_http10);
       has_transfer_encoding = true;
+    } else if (iequals(name, "connection") || iequals(name, "proxy-connection")) {
+      if (!is_token_list(value)) return bad(reason::bad_connection);
     } else if (iequals(name, "max-forwards")) {
       if (max_forwards_value) duplicate_max_forwards = true;
       max_forwards_value = value;
@@ -351,7 +354,7 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
   }
 
   // Persistence (RFC 9112 §9.3).
-  if (connection_lists(r, "close")) r.keep_alive = false;
+  if (connection_lists(r, "close") || connection_lists(r, "close", "proxy-connection")) r.keep_alive = false;
   else r.keep_alive = r.version_minor == 1 || connection_lists(r, "keep-alive");
   return r;
 }

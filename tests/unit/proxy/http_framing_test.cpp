@@ -173,6 +173,23 @@ TEST_CASE("trailer section, trailer line and chunk-ext are bounded; chunk-ext ha
   CHECK(status_of("1;" + long_value + "\r\nx\r\n0\r\n\r\n") == chunked_scanner::state::error);
 }
 
+TEST_CASE("chunk-ext must have the RFC 9112 shape", "[unit][proxy][framing]") {
+  auto status_of = [](const std::string& size_line) {
+    chunked_scanner s;
+    s.step(size_line + "\r\nx\r\n0\r\n\r\n");
+    return s.status();
+  };
+  for (const char* ok : {"1;a", "1;a=b", "1;a=\"q \\\" x\"", "1 ;a", "1; a = b", "1;a;b=c", "1\t;\ta=\"\""}) {
+    INFO(ok);
+    CHECK(status_of(ok) == chunked_scanner::state::done);
+  }
+  for (const char* bad : {"1;", "1 ", "1;a ", "1;a=", "1;a=b ", "1;=b", "1;a=\"unclosed", "1;a=\"x\"y", "1;a[b]",
+                          "1;a=b c", "1 x", "1;a=\"\\\x01\"", "1;a,b"}) {
+    INFO(bad);
+    CHECK(status_of(bad) == chunked_scanner::state::error);
+  }
+}
+
 TEST_CASE("response framing follows RFC 9112 section 6.3", "[unit][proxy][framing]") {
   auto r = parse_response_head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false);
   REQUIRE(r);
@@ -240,5 +257,8 @@ TEST_CASE("response heads with control bytes or a second Transfer-Encoding are r
   CHECK_FALSE(parse_response_head("HTTP/1.1 200 OK\r\nX: a\x7f\r\n\r\n", false));
   CHECK_FALSE(parse_response_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", false));
   CHECK_FALSE(parse_response_head("HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\n", false));
+  CHECK_FALSE(parse_response_head("HTTP/1.1 200 OK\r\nConnection: keep]alive\r\n\r\n", false));
+  CHECK_FALSE(parse_response_head("HTTP/1.1 200 OK\r\nProxy-Connection: a b\r\n\r\n", false));
+  CHECK(parse_response_head("HTTP/1.1 200 OK\r\nConnection: , close,,X-A \r\n\r\n", false));
   CHECK(parse_response_head("HTTP/1.1 200 OK\r\nX: caf\xc3\xa9\t!\r\n\r\n", false));
 }

@@ -119,6 +119,17 @@ TEST_CASE("valid heads parse into their parts", "[unit][request_head]") {
        "CONNECT", connect_form, "2001:db8::1", host_kind::ipv6, 8443, "", 1, true, std::nullopt, false},
       {"CONNECT to an IPv4 literal", "CONNECT 192.0.2.7:443 HTTP/1.1\r\nHost: 192.0.2.7:443\r\n\r\n", "CONNECT",
        connect_form, "192.0.2.7", host_kind::ipv4, 443, "", 1, true, std::nullopt, false},
+      {"Proxy-Connection: close closes (curl's non-standard field, read conservatively)",
+       "GET http://www.wikidata.org/ HTTP/1.1\r\nHost: www.wikidata.org\r\nProxy-Connection: close\r\n\r\n", "GET",
+       absolute_form, "www.wikidata.org", reg_name, 80, "/", 1, false, std::nullopt, false},
+      {"Proxy-Connection: keep-alive keeps nothing open in HTTP/1.0",
+       "GET http://www.wikidata.org/ HTTP/1.0\r\nProxy-Connection: Keep-Alive\r\n\r\n", "GET", absolute_form,
+       "www.wikidata.org", reg_name, 80, "/", 0, false, std::nullopt, false},
+      {"OPTIONS with an empty path is for *", "OPTIONS http://www.wikidata.org HTTP/1.1\r\nHost: www.wikidata.org\r\n\r\n",
+       "OPTIONS", absolute_form, "www.wikidata.org", reg_name, 80, "*", 1, true, std::nullopt, false},
+      {"OPTIONS with an empty path and a query is for /?query",
+       "OPTIONS http://www.wikidata.org?x HTTP/1.1\r\nHost: www.wikidata.org\r\n\r\n", "OPTIONS", absolute_form,
+       "www.wikidata.org", reg_name, 80, "/?x", 1, true, std::nullopt, false},
       {"absolute GET with query",
        "GET http://www.wikidata.org/w/api.php?action=wbgetentities&ids=Q42 HTTP/1.1\r\nHost: www.wikidata.org\r\n"
        "Accept: */*\r\n\r\n",
@@ -327,6 +338,11 @@ TEST_CASE("malformed and smuggling heads are refused with a status and a reason"
        reason::connect_with_body},
       {"CONNECT chunked", "CONNECT www.wikidata.org:443 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400,
        reason::connect_with_body},
+      {"Connection value not a token list", get_with("Connection: keep\\alive\r\n"), 400, reason::bad_connection},
+      {"Connection value with a space inside an element", get_with("Connection: close x\r\n"), 400,
+       reason::bad_connection},
+      {"Proxy-Connection value not a token list", get_with("Proxy-Connection: keep-alive;q=1\r\n"), 400,
+       reason::bad_connection},
       {"TRACE with a body length", "TRACE http://www.wikidata.org/ HTTP/1.1\r\nHost: www.wikidata.org\r\n"
        "Content-Length: 5\r\n\r\n", 400, reason::trace_with_body},
       {"TRACE chunked", "TRACE http://www.wikidata.org/ HTTP/1.1\r\nHost: www.wikidata.org\r\n"
@@ -360,7 +376,7 @@ TEST_CASE("every head_error reason is a snake_case word", "[unit][request_head]"
       reason::whitespace_before_colon, reason::bad_field_name, reason::bad_field_value, reason::host_missing,
       reason::host_duplicate, reason::host_header_invalid, reason::host_mismatch, reason::duplicate_content_length,
       reason::bad_content_length, reason::bad_transfer_encoding, reason::transfer_encoding_http10, reason::cl_and_te,
-      reason::connect_with_body, reason::trace_with_body, reason::bad_max_forwards,
+      reason::connect_with_body, reason::trace_with_body, reason::bad_max_forwards, reason::bad_connection,
       egress::proxy::answered_locally};
   for (std::string_view r : all) {
     INFO(r);

@@ -31,8 +31,11 @@ struct chunked_step {
 ///
 /// Shape: *( chunk-size [ chunk-ext ] CRLF chunk-data CRLF ) "0" [ chunk-ext ] CRLF
 ///        *( trailer-field CRLF ) CRLF. chunk-size is 1-16 hex digits (< 2^64); chunk-ext
-///        is not interpreted, but holds only field-value bytes (HTAB, SP, VCHAR,
-///        obs-text), at most 4096 of them.
+///        is not interpreted (it is relayed as received) but must have the RFC's shape,
+///        at most 4096 bytes: *( BWS ";" BWS token [ BWS "=" BWS ( token /
+///        quoted-string ) ] ), so no trailing whitespace, no empty name, no unclosed quote
+///        (RFC 9112 §7.1.1): recipients that read a malformed extension differently (where
+///        it ends, what a quote hides) would frame the body differently.
 ///
 /// Trailer fields (RFC 9110 §6.5): a trailer line must be a field line as in a header
 /// section (name token, ':' right after it, value of field-value bytes, no obs-fold);
@@ -52,8 +55,8 @@ struct chunked_step {
 /// At most 16384 bytes of trailer section (each line at most 4096) and 100 fields.
 ///
 /// Errors: malformed framing (bad hex, bare LF or CR, missing CRLF after data, over-long
-/// size/extension/trailer line or section, a control byte in chunk-ext, a bad or refused
-/// trailer line) puts the scanner in the `error` state; it stays there.
+/// size/extension/trailer line or section, a chunk-ext not of the shape above, a bad or
+/// refused trailer line) puts the scanner in the `error` state; it stays there.
 /// Source: RFC 9112 §7.1, §7.1.1, §7.1.2; RFC 9110 §6.5, §7.6.1.
 class chunked_scanner {
 public:
@@ -94,11 +97,10 @@ private:
   bool drop_is_error_ = false;  ///< feed(): a trailer field to drop is an error
   std::uint64_t remaining_ = 0;
   int size_digits_ = 0;
-  std::size_t line_bytes_ = 0;
   std::size_t trailer_bytes_ = 0;
   std::size_t trailer_fields_ = 0;
   std::size_t dropped_ = 0;
-  std::string line_;         ///< the trailer line being read
+  std::string line_;         ///< the chunk-ext or trailer line being read
   std::string trailer_out_;  ///< the kept trailer fields, rebuilt
 };
 
@@ -123,7 +125,8 @@ struct response_head {
 /// RFC 9112 §6.3: HEAD requests and 1xx/204/304 responses have no body; then chunked,
 /// then Content-Length, else the body runs until the connection closes.
 /// Errors (nullopt): bad status line, obs-fold, a field line without ':' or with
-/// whitespace before it, a control byte (NUL, CR, LF, ...) in a value, CL with TE,
+/// whitespace before it, a control byte (NUL, CR, LF, ...) in a value, a Connection or
+/// Proxy-Connection value that is not a comma list of tokens, CL with TE,
 /// conflicting or invalid Content-Length, more than one Transfer-Encoding field or one
 /// other than "chunked" (any case).
 std::optional<response_head> parse_response_head(std::string_view head, bool request_was_head);

@@ -78,6 +78,22 @@ constexpr bool istarts_with_alias(std::string_view name, std::string_view prefix
   return true;
 }
 
+/// Whether `s` is a comma-separated list of tokens (RFC 9110 §5.6.1 `#token`): elements
+/// split by ',' with OWS around them; empty elements allowed (", a,,b"). The shape of
+/// Connection (§7.6.1), Proxy-Connection (read as Connection by some implementations) and
+/// Transfer-Encoding without parameters.
+constexpr bool is_token_list(std::string_view s) noexcept {
+  while (true) {
+    const std::size_t comma = s.find(',');
+    std::string_view element = s.substr(0, comma);
+    while (!element.empty() && is_ows(element.front())) element.remove_prefix(1);
+    while (!element.empty() && is_ows(element.back())) element.remove_suffix(1);
+    if (!element.empty() && !is_token(element)) return false;
+    if (comma == std::string_view::npos) return true;
+    s.remove_prefix(comma + 1);
+  }
+}
+
 /// `s` without leading and trailing OWS.
 constexpr std::string_view trim_ows(std::string_view s) noexcept {
   while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);

@@ -53,6 +53,7 @@ inline constexpr std::string_view host_mismatch = "host_mismatch";
 inline constexpr std::string_view duplicate_content_length = "duplicate_content_length";
 inline constexpr std::string_view bad_content_length = "bad_content_length";
 inline constexpr std::string_view bad_transfer_encoding = "bad_transfer_encoding";
+inline constexpr std::string_view bad_connection = "bad_connection";
 inline constexpr std::string_view transfer_encoding_http10 = "transfer_encoding_http10";
 inline constexpr std::string_view cl_and_te = "cl_and_te";
 inline constexpr std::string_view connect_with_body = "connect_with_body";
@@ -100,7 +101,9 @@ struct request_head {
   bool chunked = false;
   /// Whether the client connection may carry another request after this one (RFC 9112
   /// §9.3): HTTP/1.1 unless Connection has "close"; HTTP/1.0 only with "keep-alive" and
-  /// without "close". Connection options compare case-insensitively.
+  /// without "close". Connection options compare case-insensitively. "close" in the
+  /// non-standard Proxy-Connection (curl sends it; some parsers read it as Connection)
+  /// closes too; its "keep-alive" keeps nothing open: the conservative reading of both.
   bool keep_alive = true;
   /// TRACE and OPTIONS only (RFC 9110 §7.6.2): the Max-Forwards value received, or
   /// nullopt when there is none (and always for other methods, where a recipient may
@@ -226,6 +229,10 @@ std::size_t find_head_end(std::string_view buffer, std::size_t searched = 0) noe
 ///                                "chunked" ("identity", "chunked, identity", "gzip,
 ///                                chunked", "chunked;x=1")
 ///   400 transfer_encoding_http10 Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)
+///   400 bad_connection           a Connection or Proxy-Connection value that is not a
+///                                comma list of tokens ("keep\\alive", "close;x", "a b"):
+///                                what it asks for (persistence, hop-by-hop fields) would
+///                                be read differently by different parsers
 ///   -- then, over all fields:
 ///   400 cl_and_te                both Content-Length and Transfer-Encoding (RFC 9112 §6.1)
 ///   400 connect_with_body        CONNECT with Transfer-Encoding or Content-Length > 0
