@@ -30,6 +30,7 @@
 ///              connect_timeout_ms, idle_timeout_ms, client_hello_timeout_ms,
 ///              max_client_hello_bytes, drain_timeout_ms}
 ///     tls: {allow_missing_sni: false, allow_ech: false}
+///     log: {buffer_bytes: 1048576}      # stdout backlog kept while the reader stalls
 ///     resolver: {servers: ["ADDR[:PORT]", ...], timeout_ms, min_ttl_s, max_ttl_s}
 ///     hosts: {<name>: [<address>, ...]} # static answers, consulted before DNS
 ///   allowlist:                          # >= 1
@@ -120,6 +121,13 @@ struct proxy_limits {
   std::chrono::milliseconds drain_timeout{20'000};
 };
 
+/// The proxy's log output (JSON lines on stdout).
+struct proxy_log_settings {
+  /// Bytes of log lines kept in memory while stdout does not take them (a stalled log
+  /// reader, a full pipe); past it whole lines are dropped and counted. 4096 - 64 MiB.
+  std::uint32_t buffer_bytes = 1 << 20;
+};
+
 /// The proxy's resolver settings.
 struct resolver_settings {
   /// "ADDR" or "ADDR:PORT" / "[V6]:PORT"; empty = the system's resolv.conf servers.
@@ -140,6 +148,7 @@ struct proxy_settings {
   proxy_limits limits;
   bool allow_missing_sni = false;
   bool allow_ech = false;
+  proxy_log_settings log;
   resolver_settings resolver;
   /// Static answers by normalised name, in file order.
   std::map<std::string, std::vector<boost::asio::ip::address>> hosts;
