@@ -406,7 +406,6 @@ bool sensitive_name(std::string_view name) {
 
 std::string upstream_head(const request_head& r) {
   assert(r.form == request_form::absolute);
-  assert(!r.answer_locally);
 
   // Fields named in Connection are hop-by-hop (RFC 9110 §7.6.1), but never the ones that
   // name the target or frame the relayed body.

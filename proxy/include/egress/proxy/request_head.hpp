@@ -111,7 +111,7 @@ struct request_head {
   std::optional<std::uint64_t> max_forwards;
   /// TRACE or OPTIONS with "Max-Forwards: 0": the proxy is the final recipient (RFC 9110
   /// §7.6.2 "MUST NOT forward the request" and "MUST respond as the final recipient"):
-  /// answer with `local_answer(*this)`, dial nothing, never call `upstream_head`.
+  /// answer with `local_answer(*this)` and dial nothing.
   bool answer_locally = false;
 
   friend bool operator==(const request_head&, const request_head&) = default;
@@ -264,7 +264,8 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
 ///       an upstream comparing case-sensitively would frame "Chunked" differently) and
 ///       "Content-Length: N" with N the parsed value in decimal without leading zeros
 ///       ("007" is 7 to us and 7 or an error to others; "010" read by a base-0 strtol is 8)
-///     - Max-Forwards of TRACE/OPTIONS, written decremented (RFC 9110 §7.6.2)
+///     - Max-Forwards of TRACE/OPTIONS, written decremented (RFC 9110 §7.6.2); 0 stays 0
+///       (a caller that forwards an `answer_locally` request anyway sends what it got)
 ///     - Host (rebuilt above; RFC 9112 §3.2.2)
 ///     - hop-by-hop fields (RFC 9110 §7.6.1): Connection, Keep-Alive, TE, Trailer, Upgrade
 ///     - every Proxy-* field (Proxy-Authorization, Proxy-Connection, ...) and "Proxy"
@@ -288,7 +289,8 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
 /// "Connection: close" tells the upstream the connection ends with this response, so the
 /// proxy can read the response until its framing ends or the connection closes.
 ///
-/// Preconditions: `r.form == request_form::absolute` and `!r.answer_locally` (asserted).
+/// Precondition: `r.form == request_form::absolute` (asserted). A request with
+/// `answer_locally` should get `local_answer` instead of being forwarded.
 std::string upstream_head(const request_head& r);
 
 /// The proxy's own response to a request it is the final recipient of.
