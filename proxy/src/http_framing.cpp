@@ -90,7 +90,7 @@ bool valid_chunk_ext(std::string_view e) noexcept {
 
 }  // namespace
 
-void chunked_scanner::end_trailer_line() noexcept {
+void chunked_scanner::end_trailer_line() {
   const std::string_view line = line_;
   const std::size_t colon = line.find(':');
   if (colon == std::string_view::npos) {

@@ -91,7 +91,7 @@ public:
 
 private:
   enum class phase { size, ext, size_lf, data, data_cr, data_lf, trailer_start, trailer, trailer_lf, final_lf };
-  void end_trailer_line() noexcept;
+  void end_trailer_line();
   phase phase_ = phase::size;
   state status_ = state::body;
   bool drop_is_error_ = false;  ///< feed(): a trailer field to drop is an error
