@@ -9,6 +9,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <chrono>
 #include <csignal>
 #include <iostream>
 #include <string>
@@ -78,18 +79,24 @@ int main(int argc, char** argv) {
     std::cout << opts.config_path << ": ok\n";
     return 0;
   }
+  // From here the log never blocks: a stalled stdout reader costs log lines (counted and
+  // reported), not the proxy.
+  egress::proxy::log_init(cfg->proxy.log.buffer_bytes);
   for (const auto& d : diags.items()) egress::proxy::log_event("warning", "config", egress::common::format(d));
 
   std::signal(SIGPIPE, SIG_IGN);
+  int status = 0;
   try {
     boost::asio::io_context io(1);
+    egress::proxy::log_attachment log_flusher(io);  // destroyed before io: last flush, detach
     egress::proxy::server srv(io, std::move(opts), std::move(*cfg));
     srv.start();
     io.run();
   } catch (const std::exception& e) {
     egress::proxy::log_event("error", "fatal", e.what());
     std::cerr << "egress-proxy: " << e.what() << '\n';
-    return 1;
+    status = 1;
   }
-  return 0;
+  egress::proxy::log_flush(std::chrono::seconds(1));
+  return status;
 }

@@ -489,8 +489,8 @@ struct loader {
 
   void parse_proxy(const YAML::Node& n, const std::string& path) {
     map_view m(r, n, path,
-               {"mode", "port", "admin_port", "listen_address", "admin_address", "selector", "limits", "tls", "resolver",
-                "hosts", "capture", "dns", "transparent"});
+               {"mode", "port", "admin_port", "listen_address", "admin_address", "selector", "limits", "tls", "log",
+                "resolver", "hosts", "capture", "dns", "transparent"});
     if (!m.ok()) return;
     cfg.has_proxy = true;
     auto& p = cfg.proxy;
@@ -529,6 +529,12 @@ struct loader {
         if (auto y = tm.get("allow_ech"))
           if (auto b = r.boolean(*y, tm.child("allow_ech"))) p.allow_ech = *b;
       }
+    }
+    if (auto x = m.get("log")) {
+      map_view lm(r, *x, m.child("log"), {"buffer_bytes"});
+      if (lm.ok())
+        if (auto y = lm.get("buffer_bytes"))
+          if (auto v = r.integer(*y, lm.child("buffer_bytes"), 4096, 64 << 20)) p.log.buffer_bytes = static_cast<std::uint32_t>(*v);
     }
     if (auto x = m.get("resolver")) parse_resolver(*x, m.child("resolver"));
     if (auto x = m.get("capture")) {

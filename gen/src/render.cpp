@@ -475,6 +475,7 @@ node proxy_config(const config& cfg, const render_options& opts) {
   px.set("tls", node::map()
                     .set("allow_missing_sni", node::boolean(p.allow_missing_sni))
                     .set("allow_ech", node::boolean(p.allow_ech)));
+  px.set("log", node::map().set("buffer_bytes", node::integer(p.log.buffer_bytes)));
   node resolver = node::map();
   resolver.set("servers", node::str_seq(p.resolver.servers));
   resolver.set("timeout_ms", node::integer(p.resolver.timeout.count()));

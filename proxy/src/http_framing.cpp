@@ -1,3 +1,7 @@
+// Plain-HTTP message framing: the chunked-body scanner with its trailer check, the
+// upstream response head parser and the head the client gets. Text in, values out: no
+// sockets, no I/O; the relay in server.cpp decides what to write.
+
 #include "egress/proxy/http_framing.hpp"
 
 #include "egress/proxy/http_syntax.hpp"
@@ -7,8 +11,6 @@
 
 namespace egress::proxy {
 namespace {
-
-constexpr std::size_t max_line = 4096;
 
 int hex_value(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';
@@ -21,9 +23,112 @@ using http::iequals;
 using http::is_tchar;
 constexpr auto trim = http::trim_ows;
 
+// `name` or one of its '_' spellings is `canonical` (lower case).
+bool names(std::string_view name, std::string_view canonical) noexcept {
+  return iequals(name, canonical) || http::is_underscore_alias(name, canonical);
+}
+
+// Hop-by-hop fields and fields meant for a proxy (RFC 9110 §7.6.1), any spelling.
+bool hop_by_hop_name(std::string_view name) noexcept {
+  static constexpr std::string_view hop[] = {"connection", "keep-alive", "te", "trailer", "upgrade", "proxy"};
+  for (std::string_view h : hop)
+    if (names(name, h)) return true;
+  return http::istarts_with_alias(name, "proxy-");
+}
+
+// Framing and routing fields, any spelling: refused in a trailer section.
+bool framing_name(std::string_view name) noexcept {
+  return names(name, "host") || names(name, "content-length") || names(name, "transfer-encoding");
+}
+
+// chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ),
+// chunk-ext-name = token, chunk-ext-val = token / quoted-string (RFC 9112 §7.1.1, §5.6.4).
+bool valid_chunk_ext(std::string_view e) noexcept {
+  std::size_t i = 0;
+  const auto bws = [&] {
+    const std::size_t from = i;
+    while (i < e.size() && http::is_ows(e[i])) ++i;
+    return i > from;
+  };
+  const auto token = [&] {
+    const std::size_t from = i;
+    while (i < e.size() && is_tchar(e[i])) ++i;
+    return i > from;
+  };
+  const auto quoted_string = [&] {
+    if (i >= e.size() || e[i] != '"') return false;
+    for (++i; i < e.size(); ++i) {
+      const auto u = static_cast<unsigned char>(e[i]);
+      if (u == '"') {
+        ++i;
+        return true;
+      }
+      if (u == '\\') {
+        if (++i == e.size() || !http::is_field_value_byte(e[i])) return false;
+      } else if (!http::is_field_value_byte(e[i])) {
+        return false;
+      }
+    }
+    return false;  // no closing quote
+  };
+  while (i < e.size()) {
+    bws();
+    if (i == e.size() || e[i] != ';') return false;  // trailing BWS, or junk
+    ++i;
+    bws();
+    if (!token()) return false;
+    const bool space = bws();
+    if (i == e.size()) return !space;
+    if (e[i] == ';') continue;
+    if (e[i] != '=') return false;
+    ++i;
+    bws();
+    if (!token() && !quoted_string()) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
-std::size_t chunked_scanner::feed(std::string_view bytes) noexcept {
+void chunked_scanner::end_trailer_line() {
+  const std::string_view line = line_;
+  const std::size_t colon = line.find(':');
+  if (colon == std::string_view::npos) {
+    status_ = state::error;  // not a field line (a request line, "x", ...)
+    return;
+  }
+  const std::string_view name = line.substr(0, colon);
+  const std::string_view value = trim(line.substr(colon + 1));
+  // A name that is not a token also covers obs-fold (leading SP/HTAB) and whitespace
+  // before the colon.
+  if (!http::is_token(name) || !std::all_of(value.begin(), value.end(), http::is_field_value_byte)) {
+    status_ = state::error;
+    return;
+  }
+  if (framing_name(name)) {
+    status_ = state::error;
+    return;
+  }
+  if (hop_by_hop_name(name)) {
+    if (drop_is_error_) status_ = state::error;
+    else ++dropped_;
+    return;
+  }
+  if (++trailer_fields_ > max_trailer_fields) {
+    status_ = state::error;
+    return;
+  }
+  trailer_out_.append(name).append(": ").append(value).append("\r\n");
+}
+
+std::size_t chunked_scanner::feed(std::string_view bytes) {
+  drop_is_error_ = true;
+  return step(bytes).consumed;
+}
+
+chunked_step chunked_scanner::step(std::string_view bytes) {
+  const bool in_trailer_at_start = phase_ >= phase::trailer_start;
+  std::optional<std::size_t> trailer_from;
   std::size_t i = 0;
   while (i < bytes.size() && status_ == state::body) {
     char c = bytes[i];
@@ -41,7 +146,7 @@ std::size_t chunked_scanner::feed(std::string_view bytes) noexcept {
           status_ = state::error;
         } else if (c == ';' || c == ' ' || c == '\t') {
           phase_ = phase::ext;
-          line_bytes_ = 0;
+          line_.clear();
         } else if (c == '\r') {
           phase_ = phase::size_lf;
           ++i;
@@ -51,9 +156,20 @@ std::size_t chunked_scanner::feed(std::string_view bytes) noexcept {
         break;
       }
       case phase::ext:
-        // chunk-ext is not interpreted; bounded and free of control bytes.
-        if (c == '\r') phase_ = phase::size_lf;
-        else if (c == '\n' || c == '\0' || ++line_bytes_ > max_line) status_ = state::error;
+        // chunk-ext is not interpreted, but relayed as received: it must have the RFC's
+        // shape (checked at its end), so no recipient reads it, or the line, otherwise.
+        if (c == '\r') {
+          if (!valid_chunk_ext(line_)) {
+            status_ = state::error;
+            break;
+          }
+          phase_ = phase::size_lf;
+        } else if (c == '\n' || line_.size() >= max_line_bytes) {
+          status_ = state::error;
+          break;
+        } else {
+          line_.push_back(c);
+        }
         ++i;
         break;
       case phase::size_lf:
@@ -64,6 +180,7 @@ std::size_t chunked_scanner::feed(std::string_view bytes) noexcept {
         ++i;
         if (remaining_ == 0) {
           phase_ = phase::trailer_start;
+          trailer_from = i;
         } else {
           phase_ = phase::data;
         }
@@ -77,42 +194,64 @@ std::size_t chunked_scanner::feed(std::string_view bytes) noexcept {
         break;
       }
       case phase::data_cr:
-        if (c != '\r') status_ = state::error;
-        else phase_ = phase::data_lf;
+        if (c != '\r') {
+          status_ = state::error;
+          break;
+        }
+        phase_ = phase::data_lf;
         ++i;
         break;
       case phase::data_lf:
-        if (c != '\n') status_ = state::error;
-        else phase_ = phase::size;
+        if (c != '\n') {
+          status_ = state::error;
+          break;
+        }
+        phase_ = phase::size;
         ++i;
         break;
       case phase::trailer_start:
-        if (c == '\r') phase_ = phase::final_lf;
-        else if (c == '\n') status_ = state::error;
-        else {
+      case phase::trailer:
+        if (++trailer_bytes_ > max_trailer_bytes) {
+          status_ = state::error;
+          break;
+        }
+        if (c == '\r') {
+          phase_ = phase_ == phase::trailer_start ? phase::final_lf : phase::trailer_lf;
+        } else if (c == '\n' || line_.size() >= max_line_bytes) {
+          status_ = state::error;
+          break;
+        } else {
+          if (phase_ == phase::trailer_start) line_.clear();
           phase_ = phase::trailer;
-          line_bytes_ = 1;
+          line_.push_back(c);
         }
         ++i;
         break;
-      case phase::trailer:
-        if (c == '\r') phase_ = phase::trailer_lf;
-        else if (c == '\n' || c == '\0' || ++line_bytes_ > max_line) status_ = state::error;
-        ++i;
-        break;
       case phase::trailer_lf:
-        if (c != '\n') status_ = state::error;
-        else phase_ = phase::trailer_start;
+        if (c != '\n') {
+          status_ = state::error;
+          break;
+        }
         ++i;
+        ++trailer_bytes_;
+        end_trailer_line();
+        phase_ = phase::trailer_start;
         break;
       case phase::final_lf:
-        if (c != '\n') status_ = state::error;
-        else status_ = state::done;
+        if (c != '\n') {
+          status_ = state::error;
+          break;
+        }
         ++i;
+        trailer_out_.append("\r\n");
+        status_ = state::done;
         break;
     }
   }
-  return i;
+  chunked_step out;
+  out.consumed = i;
+  out.verbatim = in_trailer_at_start ? 0 : trailer_from.value_or(i);
+  return out;
 }
 
 std::optional<response_head> parse_response_head(std::string_view head, bool request_was_head) {
@@ -149,8 +288,7 @@ std::optional<response_head> parse_response_head(std::string_view head, bool req
     std::string_view name = field.substr(0, colon);
     if (!std::all_of(name.begin(), name.end(), is_tchar)) return std::nullopt;
     std::string_view value = trim(field.substr(colon + 1));
-    for (char c : value)
-      if (c == '\0' || c == '\r' || c == '\n') return std::nullopt;
+    if (!std::all_of(value.begin(), value.end(), http::is_field_value_byte)) return std::nullopt;
     if (iequals(name, "content-length")) {
       std::uint64_t v = 0;
       auto [q, e] = std::from_chars(value.data(), value.data() + value.size(), v);
@@ -160,10 +298,13 @@ std::optional<response_head> parse_response_head(std::string_view head, bool req
     } else if (iequals(name, "transfer-encoding")) {
       if (has_te || !iequals(value, "chunked")) return std::nullopt;
       has_te = chunked = true;
+    } else if ((iequals(name, "connection") || iequals(name, "proxy-connection")) && !http::is_token_list(value)) {
+      return std::nullopt;
     }
     r.fields.emplace_back(std::string(name), std::string(value));
   }
   if (length && has_te) return std::nullopt;
+  r.declared_length = length;
   if (request_was_head || (r.status >= 100 && r.status < 200) || r.status == 204 || r.status == 304) {
     r.body = body_kind::none;
   } else if (chunked) {
@@ -190,15 +331,28 @@ std::string client_response_head(const response_head& r, bool keep_alive) {
       v.remove_prefix(comma + 1);
     }
   }
-  static constexpr std::string_view hop_by_hop[] = {"connection", "keep-alive", "proxy-connection", "te",
-                                                    "trailer",    "upgrade",    "proxy-authenticate"};
+  const auto dropped = [&](std::string_view name) {
+    if (hop_by_hop_name(name) || names(name, "proxy-authenticate")) return true;
+    // '_' spellings of the framing fields (the real ones are rewritten below).
+    if (http::is_underscore_alias(name, "content-length") || http::is_underscore_alias(name, "transfer-encoding"))
+      return true;
+    return std::any_of(connection_named.begin(), connection_named.end(), [&](const std::string& h) {
+      return iequals(name, h) && !iequals(name, "content-length") && !iequals(name, "transfer-encoding");
+    });
+  };
   std::string out = "HTTP/1.1 " + std::to_string(r.status) + " " + r.reason_phrase + "\r\n";
+  bool length_written = false;
   for (const auto& [name, value] : r.fields) {
-    bool drop = std::any_of(std::begin(hop_by_hop), std::end(hop_by_hop), [&](std::string_view h) { return iequals(name, h); }) ||
-                std::any_of(connection_named.begin(), connection_named.end(), [&](const std::string& h) {
-                  return iequals(name, h) && !iequals(name, "content-length") && !iequals(name, "transfer-encoding");
-                });
-    if (drop) continue;
+    if (iequals(name, "transfer-encoding")) {
+      out += "Transfer-Encoding: chunked\r\n";  // the parser accepts no other value
+      continue;
+    }
+    if (iequals(name, "content-length")) {
+      if (!length_written && r.declared_length) out += "Content-Length: " + std::to_string(*r.declared_length) + "\r\n";
+      length_written = true;
+      continue;
+    }
+    if (dropped(name)) continue;
     out += name;
     out += ": ";
     out += value;

@@ -1,10 +1,25 @@
+// JSON-lines log: formatting of decision and event lines, and their way to stdout that
+// never blocks the event loop (bounded buffer, whole lines dropped and reported). Touches
+// fd 1 only; knows nothing of the server.
+
 #include "egress/proxy/log.hpp"
 
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <memory>
+#include <optional>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace egress::proxy {
@@ -128,7 +143,184 @@ std::string format_decision(const decision_record& r, std::chrono::system_clock:
   return out;
 }
 
+namespace {
+
+// Where log lines go once log_init ran, and what waits for stdout.
+struct log_sink {
+  bool initialised = false;
+  bool is_socket = false;
+  std::size_t capacity = 0;
+  std::string pending;   // whole lines; its first `sent` bytes are already written
+  std::size_t sent = 0;
+  std::uint64_t dropped_total = 0;
+  std::uint64_t unreported = 0;  // dropped since the last log_dropped line
+  int restore_flags = -1;        // fcntl flags to put back at exit (shared description)
+
+  boost::asio::io_context* io = nullptr;
+  std::optional<boost::asio::posix::stream_descriptor> watch;  // a dup of fd 1
+  std::optional<boost::asio::steady_timer> timer;
+  bool watching = false, timing = false;
+  std::uint64_t generation = 0;  // bumped on detach: stale completions do nothing
+
+  std::size_t size() const noexcept { return pending.size() - sent; }
+
+  ssize_t raw_write(const char* p, std::size_t n) const noexcept {
+    for (;;) {
+      const ssize_t w = is_socket ? ::send(STDOUT_FILENO, p, n, MSG_DONTWAIT | MSG_NOSIGNAL) : ::write(STDOUT_FILENO, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      return w;
+    }
+  }
+
+  static bool would_block() noexcept { return errno == EAGAIN || errno == EWOULDBLOCK; }
+
+  void count_dropped(std::uint64_t lines) noexcept {
+    dropped_total += lines;
+    unreported += lines;
+  }
+
+  std::string report() const {
+    std::string out = format_event_prefix("warning", "log_dropped");
+    out += ",\"lines\":" + std::to_string(unreported);
+    out += ",\"message\":\"stdout did not take these lines in time; they are lost\"}\n";
+    return out;
+  }
+
+  // Appends one line (with its '\n') if the buffer has room for it and for the report of
+  // earlier drops, which goes first; drops it otherwise.
+  void enqueue(std::string_view line) {
+    if (unreported > 0) {
+      const std::string r = report();
+      if (size() + r.size() + line.size() > capacity) return count_dropped(1);
+      pending += r;
+      unreported = 0;
+    } else if (size() + line.size() > capacity) {
+      return count_dropped(1);
+    }
+    pending.append(line);
+  }
+
+  // Lines (each with its '\n') of `text` from `from` on, each kept or dropped whole.
+  void enqueue_lines(std::string_view text, std::size_t from) {
+    while (from < text.size()) {
+      const std::size_t nl = text.find('\n', from);
+      enqueue(text.substr(from, nl + 1 - from));
+      from = nl + 1;
+    }
+  }
+
+  // Writes what it can; returns when stdout would block, on an error, or when empty.
+  void flush_some() {
+    while (true) {
+      while (sent < pending.size()) {
+        const ssize_t w = raw_write(pending.data() + sent, pending.size() - sent);
+        if (w > 0) {
+          sent += static_cast<std::size_t>(w);
+          continue;
+        }
+        if (w < 0 && would_block()) break;
+        // stdout failed: what waits is lost, the line half written included.
+        count_dropped(static_cast<std::uint64_t>(std::count(pending.begin() + static_cast<std::ptrdiff_t>(sent), pending.end(), '\n')));
+        pending.clear();
+        sent = 0;
+        return;
+      }
+      if (sent < pending.size()) {
+        if (sent > (64u << 10) && sent * 2 > pending.size()) {
+          pending.erase(0, sent);
+          sent = 0;
+        }
+        return;
+      }
+      pending.clear();
+      sent = 0;
+      if (unreported == 0) return;
+      pending = report();  // the drops are reported even when no other line follows
+      unreported = 0;
+    }
+  }
+
+  void arm() {
+    if (!io || size() == 0) return;
+    const std::uint64_t gen = generation;
+    if (watch && !watching) {
+      watching = true;
+      watch->async_wait(boost::asio::posix::stream_descriptor::wait_write, [this, gen](const boost::system::error_code& ec) {
+        if (gen != generation) return;
+        watching = false;
+        if (ec) {  // epoll cannot watch fd 1 after all: the timer alone
+          watch.reset();
+          return arm();
+        }
+        flush_some();
+        arm();
+      });
+    }
+    // A timer as well: the only wake-up where fd 1 cannot be watched, and a safety net
+    // where it can.
+    if (!timing) {
+      timing = true;
+      timer->expires_after(watch ? std::chrono::seconds(1) : std::chrono::milliseconds(50));
+      timer->async_wait([this, gen](const boost::system::error_code& ec) {
+        if (gen != generation) return;
+        timing = false;
+        if (ec) return;
+        flush_some();
+        arm();
+      });
+    }
+  }
+
+  void write(std::string_view line) {
+    std::string text;
+    text.reserve(line.size() + 1);
+    text.append(line).push_back('\n');
+    if (size() > 0) flush_some();  // the reader may be back
+    if (size() > 0 || unreported > 0) {
+      enqueue_lines(text, 0);
+      flush_some();
+    } else {
+      ssize_t w = raw_write(text.data(), text.size());
+      if (w == static_cast<ssize_t>(text.size())) return;
+      if (w < 0) {
+        if (!would_block()) return count_dropped(static_cast<std::uint64_t>(std::count(text.begin(), text.end(), '\n')));
+        w = 0;
+      }
+      auto from = static_cast<std::size_t>(w);
+      if (from > 0 && text[from - 1] != '\n') {
+        // A short write stopped inside a line: the rest of it is always kept, so the
+        // line is never cut (it may exceed the bound by this one line).
+        const std::size_t nl = text.find('\n', from);
+        pending.append(text, from, nl + 1 - from);
+        from = nl + 1;
+      }
+      enqueue_lines(text, from);
+    }
+    arm();
+  }
+
+  void detach() {
+    ++generation;
+    watching = timing = false;
+    watch.reset();
+    timer.reset();
+    io = nullptr;
+  }
+};
+
+log_sink& sink() {
+  static log_sink s;
+  return s;
+}
+
+void restore_stdout_flags() {
+  if (sink().restore_flags >= 0) ::fcntl(STDOUT_FILENO, F_SETFL, sink().restore_flags);
+}
+
+}  // namespace
+
 void write_line(std::string_view line) {
+  if (sink().initialised) return sink().write(line);
   std::string buf;
   buf.reserve(line.size() + 1);
   buf.append(line);
@@ -145,6 +337,83 @@ void write_line(std::string_view line) {
     left -= static_cast<std::size_t>(n);
   }
 }
+
+void log_init(std::size_t buffer_bytes) {
+  log_sink& s = sink();
+  s.capacity = buffer_bytes;
+  if (s.initialised) return;
+  s.initialised = true;
+  struct stat st {};
+  if (::fstat(STDOUT_FILENO, &st) != 0) return;  // no stdout: every write fails and is counted
+  if (S_ISSOCK(st.st_mode)) {
+    s.is_socket = true;
+    return;
+  }
+  const bool may_block = S_ISFIFO(st.st_mode) || (S_ISCHR(st.st_mode) && ::isatty(STDOUT_FILENO));
+  if (!may_block) return;  // a regular file or /dev/null: writes never wait for a reader
+  const int own = ::open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (own >= 0) {
+    struct stat again {};
+    // Only if it is the same pipe or terminal (dup2 clears O_CLOEXEC on fd 1).
+    if (::fstat(own, &again) == 0 && again.st_dev == st.st_dev && again.st_ino == st.st_ino &&
+        ::dup2(own, STDOUT_FILENO) == STDOUT_FILENO) {
+      ::close(own);
+      return;
+    }
+    ::close(own);
+  }
+  const int flags = ::fcntl(STDOUT_FILENO, F_GETFL);
+  if (flags < 0 || (flags & O_NONBLOCK)) return;
+  if (::fcntl(STDOUT_FILENO, F_SETFL, flags | O_NONBLOCK) == 0) {
+    s.restore_flags = flags;
+    std::atexit(restore_stdout_flags);
+  }
+}
+
+log_attachment::log_attachment(boost::asio::io_context& io) {
+  log_sink& s = sink();
+  s.detach();
+  s.io = &io;
+  s.timer.emplace(io);
+  // Asio makes a watched descriptor non-blocking (FIONBIO): harmless on the pipe or
+  // terminal log_init reopened (our own file description), not on a socket another
+  // process shares; a socket gets the timer alone.
+  if (s.initialised && !s.is_socket) {
+    const int fd = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (fd >= 0) {
+      boost::system::error_code ec;
+      s.watch.emplace(io);
+      s.watch->assign(fd, ec);
+      if (ec) {
+        ::close(fd);
+        s.watch.reset();
+      }
+    }
+  }
+  s.arm();
+}
+
+log_attachment::~log_attachment() {
+  log_flush(std::chrono::seconds(1));
+  sink().detach();
+}
+
+bool log_flush(std::chrono::milliseconds timeout) {
+  log_sink& s = sink();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    s.flush_some();
+    if (s.size() == 0) return true;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{STDOUT_FILENO, POLLOUT, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) return false;
+  }
+}
+
+std::uint64_t log_lines_dropped() noexcept { return sink().dropped_total; }
+
+std::size_t log_buffered_bytes() noexcept { return sink().size(); }
 
 std::string format_event_prefix(std::string_view level, std::string_view event) {
   std::string out = "{\"time\":";

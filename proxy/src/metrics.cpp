@@ -1,4 +1,9 @@
+// Prometheus text rendering of the proxy's counters, gauges and histograms; the log's
+// own counters are read from log.hpp. No I/O.
+
 #include "egress/proxy/metrics.hpp"
+
+#include "egress/proxy/log.hpp"
 
 #include <cstdio>
 
@@ -80,6 +85,11 @@ std::string metrics::render() const {
   header(out, "egress_proxy_config_reloads_total", "SIGHUP reloads by result.", "counter");
   sample(out, "egress_proxy_config_reloads_total", "result=\"ok\"", std::to_string(reloads_ok_));
   sample(out, "egress_proxy_config_reloads_total", "result=\"failed\"", std::to_string(reloads_failed_));
+  header(out, "egress_proxy_log_lines_dropped_total",
+         "Log lines dropped because stdout did not take them and the log buffer was full.", "counter");
+  sample(out, "egress_proxy_log_lines_dropped_total", "", std::to_string(log_lines_dropped()));
+  header(out, "egress_proxy_log_buffered_bytes", "Bytes of log lines waiting for stdout now.", "gauge");
+  sample(out, "egress_proxy_log_buffered_bytes", "", std::to_string(log_buffered_bytes()));
   dns_.render(out, "egress_proxy_dns_duration_seconds", "DNS lookup latency (cache misses and hits).");
   connect_.render(out, "egress_proxy_connect_duration_seconds", "Upstream TCP connect latency.");
   return out;

@@ -1,3 +1,7 @@
+// Request-head parsing and checks, the head forwarded upstream for plain HTTP, and the
+// proxy's own answers (Max-Forwards: 0). Text in, values out: no sockets, no I/O, no
+// logging; the server decides what to do with the results.
+
 #include "egress/proxy/request_head.hpp"
 
 #include "egress/proxy/http_syntax.hpp"
@@ -148,7 +152,12 @@ std::optional<head_error> parse_absolute_target(std::string_view target, request
   r.form = request_form::absolute;
   r.host = std::move(*h);
   r.port = port;
-  // RFC 9112 §3.2.1: an empty path is sent as "/".
+  // RFC 9112 §3.2.4: OPTIONS for the server as a whole (empty path, no query) is sent
+  // upstream as "*"; otherwise (§3.2.1) an empty path is sent as "/".
+  if (path_and_query.empty() && r.method == "OPTIONS") {
+    r.path_and_query = "*";
+    return std::nullopt;
+  }
   if (path_and_query.empty() || path_and_query.front() == '?') r.path_and_query = "/";
   r.path_and_query.append(path_and_query);
   return std::nullopt;
@@ -205,10 +214,25 @@ std::optional<std::uint64_t> parse_content_length(std::string_view s) noexcept {
   return value;
 }
 
-bool connection_lists(const request_head& r, std::string_view option) {
+// Max-Forwards = 1*DIGIT (RFC 9110 §7.6.2); a value beyond 2^64-1 saturates (it still
+// allows more hops than any chain has).
+std::optional<std::uint64_t> parse_max_forwards(std::string_view s) noexcept {
+  if (s.empty()) return std::nullopt;
+  constexpr auto max = std::numeric_limits<std::uint64_t>::max();
+  std::uint64_t value = 0;
+  for (char c : s) {
+    if (!is_digit(c)) return std::nullopt;
+    const auto digit = static_cast<std::uint64_t>(c - '0');
+    value = value > (max - digit) / 10 ? max : value * 10 + digit;
+  }
+  return value;
+}
+
+// Whether a field named `field` (Connection, Proxy-Connection) lists `option`.
+bool connection_lists(const request_head& r, std::string_view option, std::string_view field = "connection") {
   bool found = false;
   for (const auto& f : r.fields) {
-    if (!iequals(f.name, "connection")) continue;
+    if (!iequals(f.name, field)) continue;
     for_each_list_element(f.value, [&](std::string_view e) { found = found || iequals(e, option); });
   }
   return found;
@@ -296,7 +320,9 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
     if (fold + 2 < field_section.size() && is_ows(field_section[fold + 2])) return bad(reason::obs_fold);
   }
   std::optional<std::string_view> host_value;
+  std::optional<std::string_view> max_forwards_value;
   bool has_transfer_encoding = false;
+  bool duplicate_max_forwards = false;
   while (true) {
     line_end = head.find("\r\n", pos);
     const std::string_view field_line = head.substr(pos, line_end - pos);
@@ -325,6 +351,11 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
       if (has_transfer_encoding || !iequals(value, "chunked")) return bad(reason::bad_transfer_encoding);
       if (r.version_minor == 0) return bad(reason::transfer_encoding_http10);
       has_transfer_encoding = true;
+    } else if (iequals(name, "connection") || iequals(name, "proxy-connection")) {
+      if (!is_token_list(value)) return bad(reason::bad_connection);
+    } else if (iequals(name, "max-forwards")) {
+      if (max_forwards_value) duplicate_max_forwards = true;
+      max_forwards_value = value;
     }
   }
 
@@ -332,6 +363,16 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
   if (has_transfer_encoding && r.content_length) return bad(reason::cl_and_te);
   r.chunked = has_transfer_encoding;
   if (is_connect && (r.chunked || r.content_length.value_or(0) > 0)) return bad(reason::connect_with_body);
+  const bool is_trace = r.method == "TRACE";
+  if (is_trace && (r.chunked || r.content_length.value_or(0) > 0)) return bad(reason::trace_with_body);
+
+  // Max-Forwards (RFC 9110 §7.6.2): TRACE and OPTIONS only.
+  if ((is_trace || r.method == "OPTIONS") && max_forwards_value) {
+    if (duplicate_max_forwards) return bad(reason::bad_max_forwards);
+    r.max_forwards = parse_max_forwards(*max_forwards_value);
+    if (!r.max_forwards) return bad(reason::bad_max_forwards);
+    r.answer_locally = *r.max_forwards == 0;
+  }
 
   // Host (RFC 9112 §3.2): required in HTTP/1.1 (absolute form; see the docstring for
   // CONNECT), and when present it must name the target.
@@ -347,10 +388,55 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
   }
 
   // Persistence (RFC 9112 §9.3).
-  if (connection_lists(r, "close")) r.keep_alive = false;
+  if (connection_lists(r, "close") || connection_lists(r, "close", "proxy-connection")) r.keep_alive = false;
   else r.keep_alive = r.version_minor == 1 || connection_lists(r, "keep-alive");
   return r;
 }
+
+namespace {
+
+// Lower case with '_' read as '-': the spelling servers that fold the two would see.
+std::string folded_name(std::string_view name) {
+  std::string out(name.size(), '\0');
+  for (std::size_t i = 0; i < name.size(); ++i) out[i] = name[i] == '_' ? '-' : to_lower(name[i]);
+  return out;
+}
+
+// Fields never forwarded upstream whatever their value (see the upstream_head docstring),
+// lower case.
+constexpr std::string_view never_forwarded[] = {
+    "host", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy",
+    "forwarded", "x-forwarded-host", "x-forwarded-server", "x-host", "x-http-host-override"};
+
+// Fields the proxy rewrites itself (framing, Max-Forwards), lower case.
+constexpr std::string_view rewritten[] = {"content-length", "transfer-encoding", "max-forwards"};
+
+bool never_forwarded_name(std::string_view folded) noexcept {
+  for (std::string_view n : never_forwarded)
+    if (folded == n) return true;
+  return folded.starts_with("proxy-");
+}
+
+// A '_' spelling of a field the proxy interprets, rewrites or removes.
+bool interpreted_alias(std::string_view name) {
+  if (name.find('_') == std::string_view::npos) return false;
+  const std::string folded = folded_name(name);
+  if (never_forwarded_name(folded)) return true;
+  for (std::string_view n : rewritten)
+    if (folded == n) return true;
+  return false;
+}
+
+// Likely to carry credentials: left out of a TRACE echo (RFC 9110 §9.3.8).
+bool sensitive_name(std::string_view name) {
+  const std::string folded = folded_name(name);
+  static constexpr std::string_view parts[] = {"auth", "cookie", "token", "secret", "passw", "key", "session"};
+  for (std::string_view p : parts)
+    if (folded.find(p) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
 
 std::string upstream_head(const request_head& r) {
   assert(r.form == request_form::absolute || r.form == request_form::origin);
@@ -366,8 +452,8 @@ std::string upstream_head(const request_head& r) {
     });
   }
   const auto dropped = [&](std::string_view name) {
-    static constexpr std::string_view always[] = {"host", "connection", "keep-alive", "te", "trailer", "upgrade"};
-    for (std::string_view a : always)
+    if (interpreted_alias(name)) return true;
+    for (std::string_view a : never_forwarded)
       if (iequals(name, a)) return true;
     if (istarts_with(name, "proxy-")) return true;
     for (std::string_view n : named)
@@ -383,11 +469,46 @@ std::string upstream_head(const request_head& r) {
   if (r.port != http_default_port) out.append(":").append(std::to_string(r.port));
   out.append("\r\n");
   for (const auto& f : r.fields) {
-    if (dropped(f.name)) continue;
-    out.append(f.name).append(": ").append(f.value).append("\r\n");
+    // The parser allowed one framing field at most, so each of these is written once.
+    if (iequals(f.name, "transfer-encoding")) {
+      out.append("Transfer-Encoding: chunked\r\n");
+    } else if (iequals(f.name, "content-length")) {
+      out.append("Content-Length: ").append(std::to_string(*r.content_length)).append("\r\n");
+    } else if (dropped(f.name)) {
+      continue;
+    } else if (r.max_forwards && iequals(f.name, "max-forwards")) {
+      const std::uint64_t left = *r.max_forwards == 0 ? 0 : *r.max_forwards - 1;
+      out.append("Max-Forwards: ").append(std::to_string(left)).append("\r\n");
+    } else {
+      out.append(f.name).append(": ").append(f.value).append("\r\n");
+    }
   }
   out.append("Connection: close\r\n\r\n");
   return out;
+}
+
+local_response local_answer(const request_head& r) {
+  assert(r.answer_locally);
+  local_response a;
+  a.keep_alive = r.keep_alive && !r.chunked && r.content_length.value_or(0) == 0;
+  std::string content;
+  std::string& out = a.bytes;
+  out = "HTTP/1.1 200 OK\r\n";
+  if (r.method == "TRACE") {
+    content.reserve(r.head_bytes);
+    content.append(r.method).append(" ").append(r.target).append(r.version_minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+    for (const auto& f : r.fields) {
+      if (sensitive_name(f.name)) continue;
+      content.append(f.name).append(": ").append(f.value).append("\r\n");
+    }
+    content.append("\r\n");
+    out.append("Content-Type: message/http\r\n");
+  }
+  out.append("Content-Length: ").append(std::to_string(content.size())).append("\r\n");
+  out.append("Cache-Control: no-store\r\n");
+  out.append(a.keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n");
+  out.append(content);
+  return a;
 }
 
 }  // namespace egress::proxy

@@ -1,5 +1,6 @@
 // libFuzzer target for the request-head parser: find_head_end, parse_request_head and, on
-// a valid absolute-form head, upstream_head. Seeds: tests/data/request_head/.
+// a valid absolute-form head, upstream_head (or local_answer for Max-Forwards: 0).
+// Seeds: tests/data/request_head/.
 //
 // Invariants checked (abort on failure):
 // - find_head_end: 0 or an offset just past an empty line; resuming after any earlier
@@ -8,9 +9,12 @@
 //   incomplete_head.
 // - successes: the head ends at find_head_end; views lie inside the input; at most
 //   max_fields fields; port != 0; never both Content-Length and chunked; CONNECT has no
-//   path and no body; absolute form has a path starting with "/".
+//   path and no body; absolute form has a path starting with "/" (or "*" for OPTIONS);
+//   TRACE has no body; answer_locally only for TRACE/OPTIONS with Max-Forwards 0.
+// - local_answer: one complete 200 response whose Content-Length is its content's size.
 // - upstream_head: one complete head, CRLF only, one Host, no Proxy-* field, ends with
-//   "Connection: close"; turned back into absolute form it parses again to the same host,
+//   "Connection: close"; Transfer-Encoding only as "chunked", no '_' spelling of a
+//   framing field; turned back into absolute form it parses again to the same host,
 //   port, path and framing (unless the extra Host/Connection lines exceed max_fields).
 
 #include "egress/proxy/request_head.hpp"
@@ -73,6 +77,9 @@ void check_upstream(const request_head& r) {
     const std::string_view line = std::string_view(up).substr(pos, eol - pos);
     if (iequals_prefix(line, "host:")) ++hosts;
     require(!iequals_prefix(line, "proxy-"), "a Proxy-* field reached upstream");
+    if (iequals_prefix(line, "transfer-encoding:")) require(line == "Transfer-Encoding: chunked", "Transfer-Encoding not canonical");
+    require(!iequals_prefix(line, "transfer_encoding:") && !iequals_prefix(line, "content_length:"),
+            "an '_' spelling of a framing field reached upstream");
     pos = eol + 2;
   }
   require(hosts == 1, "upstream head has not exactly one Host");
@@ -84,7 +91,7 @@ void check_upstream(const request_head& r) {
   // Back to absolute form: "METHOD http://<Host value><path> HTTP/1.1".
   const std::size_t host_at = up.find("\r\nHost: ") + 8;
   const std::string host_value = up.substr(host_at, up.find("\r\n", host_at) - host_at);
-  std::string again = std::string(r.method) + " http://" + host_value + r.path_and_query;
+  std::string again = std::string(r.method) + " http://" + host_value + (r.path_and_query == "*" ? "" : r.path_and_query);
   again += up.substr(up.find(" HTTP/1.1\r\n"));
   const auto back = parse_request_head(again);
   if (!back) {
@@ -127,8 +134,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     require(!r->chunked && r->content_length.value_or(0) == 0, "CONNECT with a body");
   } else {
     require(r->method != "CONNECT", "CONNECT in absolute form");
-    require(r->path_and_query.starts_with("/"), "path does not start with /");
-    check_upstream(*r);
+    require(r->path_and_query.starts_with("/") || (r->method == "OPTIONS" && r->path_and_query == "*"),
+            "path does not start with /");
+    if (r->method == "TRACE") require(!r->chunked && r->content_length.value_or(0) == 0, "TRACE with a body");
+    require(!r->answer_locally || (r->max_forwards == 0u && (r->method == "TRACE" || r->method == "OPTIONS")),
+            "answer_locally without Max-Forwards: 0");
+    if (r->answer_locally) {
+      const auto a = local_answer(*r);
+      const std::size_t head_end = find_head_end(a.bytes);
+      require(a.bytes.starts_with("HTTP/1.1 200 OK\r\n") && head_end != 0, "local answer is not a 200 head");
+      const std::size_t cl = a.bytes.find("\r\nContent-Length: ") + 18;
+      require(std::to_string(a.bytes.size() - head_end) == a.bytes.substr(cl, a.bytes.find("\r\n", cl) - cl),
+              "local answer's Content-Length is not its content's size");
+    } else {
+      check_upstream(*r);
+    }
   }
   return 0;
 }

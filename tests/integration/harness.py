@@ -739,12 +739,33 @@ class RawRecorder(_Server):
             rec.raw += data
 
 
+def chunked_complete(body: bytes) -> bool:
+    """Whether `body` holds a whole chunked body (chunks, last chunk, trailer section)."""
+    pos = 0
+    while True:
+        eol = body.find(b"\r\n", pos)
+        if eol < 0:
+            return False
+        try:
+            size = int(body[pos:eol].split(b";")[0].strip() or b"x", 16)
+        except ValueError:
+            return True  # not chunked framing: nothing more will make it whole
+        pos = eol + 2
+        if size == 0:
+            return body.find(b"\r\n\r\n", pos - 2) >= 0
+        pos += size + 2
+        if pos > len(body):
+            return False
+
+
 class HTTPUpstream(_Server):
     """Plain HTTP/1.1 origin: records each request's head and body, answers 200 and closes.
     `response_mode` (read per connection): "length" (Content-Length), "close" (body until
-    close, no length), "chunked", "garbage" (not HTTP). HEAD gets no body."""
+    close, no length), "chunked" (with the field lines of `chunk_trailer`, CRLF-terminated,
+    as its trailer section), "garbage" (not HTTP). HEAD gets no body."""
 
     response_mode = "length"
+    chunk_trailer = b""
 
     def handle(self, sock, rec):
         sock.settimeout(15)
@@ -763,7 +784,7 @@ class HTTPUpstream(_Server):
         fields = [l.split(":", 1) for l in lines[1:] if l]
         length = next((int(v) for k, v in fields if k.strip().lower() == "content-length"), None)
         chunked = any(k.strip().lower() == "transfer-encoding" for k, _ in fields)
-        while (length is not None and len(body) < length) or (chunked and not body.endswith(b"0\r\n\r\n")):
+        while (length is not None and len(body) < length) or (chunked and not chunked_complete(bytes(body))):
             data = sock.recv(65536)
             if not data:
                 break
@@ -784,7 +805,8 @@ class HTTPUpstream(_Server):
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Upstream: plain\r\n"
                          b"Connection: close\r\n\r\n%s" % payload)
         elif mode == "chunked":
-            body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (payload[:5], payload[5:]) if p) + b"0\r\n\r\n"
+            body = (b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (payload[:5], payload[5:]) if p) + b"0\r\n"
+                    + self.chunk_trailer + b"\r\n")
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
                          b"X-Upstream: plain\r\nConnection: close\r\n\r\n%s" % body)
         else:
@@ -1256,6 +1278,7 @@ class ProxyTestCase(unittest.TestCase):
         self.tls.mode = "http"
         self.http.reset()
         self.http.response_mode = "length"
+        self.http.chunk_trailer = b""
         self.proxy: Optional[Proxy] = None
         self._proxies: list = []
         self._clients: list = []

@@ -119,6 +119,17 @@ TEST_CASE("valid heads parse into their parts", "[unit][request_head]") {
        "CONNECT", connect_form, "2001:db8::1", host_kind::ipv6, 8443, "", 1, true, std::nullopt, false},
       {"CONNECT to an IPv4 literal", "CONNECT 192.0.2.7:443 HTTP/1.1\r\nHost: 192.0.2.7:443\r\n\r\n", "CONNECT",
        connect_form, "192.0.2.7", host_kind::ipv4, 443, "", 1, true, std::nullopt, false},
+      {"Proxy-Connection: close closes (curl's non-standard field, read conservatively)",
+       "GET http://www.wikidata.org/ HTTP/1.1\r\nHost: www.wikidata.org\r\nProxy-Connection: close\r\n\r\n", "GET",
+       absolute_form, "www.wikidata.org", reg_name, 80, "/", 1, false, std::nullopt, false},
+      {"Proxy-Connection: keep-alive keeps nothing open in HTTP/1.0",
+       "GET http://www.wikidata.org/ HTTP/1.0\r\nProxy-Connection: Keep-Alive\r\n\r\n", "GET", absolute_form,
+       "www.wikidata.org", reg_name, 80, "/", 0, false, std::nullopt, false},
+      {"OPTIONS with an empty path is for *", "OPTIONS http://www.wikidata.org HTTP/1.1\r\nHost: www.wikidata.org\r\n\r\n",
+       "OPTIONS", absolute_form, "www.wikidata.org", reg_name, 80, "*", 1, true, std::nullopt, false},
+      {"OPTIONS with an empty path and a query is for /?query",
+       "OPTIONS http://www.wikidata.org?x HTTP/1.1\r\nHost: www.wikidata.org\r\n\r\n", "OPTIONS", absolute_form,
+       "www.wikidata.org", reg_name, 80, "/?x", 1, true, std::nullopt, false},
       {"absolute GET with query",
        "GET http://www.wikidata.org/w/api.php?action=wbgetentities&ids=Q42 HTTP/1.1\r\nHost: www.wikidata.org\r\n"
        "Accept: */*\r\n\r\n",
@@ -327,6 +338,25 @@ TEST_CASE("malformed and smuggling heads are refused with a status and a reason"
        reason::connect_with_body},
       {"CONNECT chunked", "CONNECT www.wikidata.org:443 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400,
        reason::connect_with_body},
+      {"Connection value not a token list", get_with("Connection: keep\\alive\r\n"), 400, reason::bad_connection},
+      {"Connection value with a space inside an element", get_with("Connection: close x\r\n"), 400,
+       reason::bad_connection},
+      {"Proxy-Connection value not a token list", get_with("Proxy-Connection: keep-alive;q=1\r\n"), 400,
+       reason::bad_connection},
+      {"TRACE with a body length", "TRACE http://www.wikidata.org/ HTTP/1.1\r\nHost: www.wikidata.org\r\n"
+       "Content-Length: 5\r\n\r\n", 400, reason::trace_with_body},
+      {"TRACE chunked", "TRACE http://www.wikidata.org/ HTTP/1.1\r\nHost: www.wikidata.org\r\n"
+       "Transfer-Encoding: chunked\r\n\r\n", 400, reason::trace_with_body},
+      {"TRACE with two Max-Forwards", "TRACE http://www.wikidata.org/ HTTP/1.1\r\nHost: www.wikidata.org\r\n"
+       "Max-Forwards: 1\r\nMax-Forwards: 0\r\n\r\n", 400, reason::bad_max_forwards},
+      {"OPTIONS with a Max-Forwards list", "OPTIONS http://www.wikidata.org/ HTTP/1.1\r\nHost: www.wikidata.org\r\n"
+       "Max-Forwards: 1, 0\r\n\r\n", 400, reason::bad_max_forwards},
+      {"OPTIONS with Max-Forwards -1", "OPTIONS http://www.wikidata.org/ HTTP/1.1\r\nHost: www.wikidata.org\r\n"
+       "Max-Forwards: -1\r\n\r\n", 400, reason::bad_max_forwards},
+      {"OPTIONS with an empty Max-Forwards", "OPTIONS http://www.wikidata.org/ HTTP/1.1\r\nHost: www.wikidata.org\r\n"
+       "Max-Forwards:\r\n\r\n", 400, reason::bad_max_forwards},
+      {"TRACE with Max-Forwards 0x1", "TRACE http://www.wikidata.org/ HTTP/1.1\r\nHost: www.wikidata.org\r\n"
+       "max-forwards: 0x1\r\n\r\n", 400, reason::bad_max_forwards},
   }));
   DYNAMIC_SECTION(c.name) {
     const auto r = parse_request_head(c.head);
@@ -346,7 +376,8 @@ TEST_CASE("every head_error reason is a snake_case word", "[unit][request_head]"
       reason::whitespace_before_colon, reason::bad_field_name, reason::bad_field_value, reason::host_missing,
       reason::host_duplicate, reason::host_header_invalid, reason::host_mismatch, reason::duplicate_content_length,
       reason::bad_content_length, reason::bad_transfer_encoding, reason::transfer_encoding_http10, reason::cl_and_te,
-      reason::connect_with_body};
+      reason::connect_with_body, reason::trace_with_body, reason::bad_max_forwards, reason::bad_connection,
+      egress::proxy::answered_locally};
   for (std::string_view r : all) {
     INFO(r);
     CHECK(!r.empty());
@@ -468,7 +499,7 @@ TEST_CASE("upstream_head rebuilds the head for the origin", "[unit][request_head
        "Content-Type: application/json\r\n"
        "Connection: close\r\n"
        "\r\n"},
-      {"Connection cannot strip Host or the framing; Content-Length kept as received",
+      {"Connection cannot strip Host or the framing; Content-Length in canonical decimal",
        "PUT http://api.example/x HTTP/1.1\r\n"
        "Connection: Host, Content-Length, transfer-encoding, close\r\n"
        "Host: api.example\r\n"
@@ -476,9 +507,36 @@ TEST_CASE("upstream_head rebuilds the head for the origin", "[unit][request_head
        "\r\n",
        "PUT /x HTTP/1.1\r\n"
        "Host: api.example\r\n"
-       "Content-Length: 007\r\n"
+       "Content-Length: 7\r\n"
        "Connection: close\r\n"
        "\r\n"},
+      {"Transfer-Encoding forwarded as exactly chunked whatever its case",
+       "POST http://api.example/x HTTP/1.1\r\nHost: api.example\r\nTransfer-Encoding: ChUnKeD\r\nX-A: 1\r\n\r\n",
+       "POST /x HTTP/1.1\r\nHost: api.example\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\nConnection: close\r\n\r\n"},
+      {"underscore spellings of framing, hop-by-hop and proxy fields dropped",
+       "POST http://api.example/x HTTP/1.1\r\nHost: api.example\r\nContent-Length: 5\r\n"
+       "Content_Length: 50\r\nTransfer_Encoding: chunked\r\ntransfer_encoding: chunked\r\nKeep_Alive: 1\r\n"
+       "Proxy_Authorization: Basic eA==\r\nPROXY_CONNECTION: close\r\nMax_Forwards: 0\r\nX_Forwarded_Host: evil\r\n"
+       "X_Request_Id: 7\r\nContent_Type: text/plain\r\n\r\n",
+       "POST /x HTTP/1.1\r\nHost: api.example\r\nContent-Length: 5\r\nX_Request_Id: 7\r\nContent_Type: text/plain\r\n"
+       "Connection: close\r\n\r\n"},
+      {"Proxy (httpoxy) and host-override fields dropped",
+       "GET http://api.example/x HTTP/1.1\r\nHost: api.example\r\nProxy: http://evil:1/\r\n"
+       "X-Forwarded-Host: internal.example\r\nForwarded: host=internal.example\r\nX-Host: internal\r\n"
+       "X-Forwarded-Server: internal\r\nX-HTTP-Host-Override: internal\r\nX-Forwarded-For: 192.0.2.1\r\n\r\n",
+       "GET /x HTTP/1.1\r\nHost: api.example\r\nX-Forwarded-For: 192.0.2.1\r\nConnection: close\r\n\r\n"},
+      {"Max-Forwards of TRACE decremented in place",
+       "TRACE http://api.example/x HTTP/1.1\r\nHost: api.example\r\nMax-Forwards: 05\r\nX-A: 1\r\n\r\n",
+       "TRACE /x HTTP/1.1\r\nHost: api.example\r\nMax-Forwards: 4\r\nX-A: 1\r\nConnection: close\r\n\r\n"},
+      {"Max-Forwards of OPTIONS decremented; empty path sent as *",
+       "OPTIONS http://api.example:8080 HTTP/1.1\r\nHost: api.example:8080\r\nmax-forwards: 1\r\n\r\n",
+       "OPTIONS * HTTP/1.1\r\nHost: api.example:8080\r\nMax-Forwards: 0\r\nConnection: close\r\n\r\n"},
+      {"a huge Max-Forwards saturates",
+       "OPTIONS http://api.example/x HTTP/1.1\r\nHost: api.example\r\nMax-Forwards: 99999999999999999999999\r\n\r\n",
+       "OPTIONS /x HTTP/1.1\r\nHost: api.example\r\nMax-Forwards: 18446744073709551614\r\nConnection: close\r\n\r\n"},
+      {"Max-Forwards of other methods forwarded as received (RFC 9110 7.6.2: may be ignored)",
+       "GET http://api.example/x HTTP/1.1\r\nHost: api.example\r\nMax-Forwards: 0\r\n\r\n",
+       "GET /x HTTP/1.1\r\nHost: api.example\r\nMax-Forwards: 0\r\nConnection: close\r\n\r\n"},
       {"IPv6 bracketed, HTTP/1.0 sent as 1.1, empty path as /, OWS normalised",
        "GET http://[2001:DB8::1]:8080 HTTP/1.0\r\nX-A:\t b \r\n\r\n",
        "GET / HTTP/1.1\r\n"
@@ -503,5 +561,58 @@ TEST_CASE("upstream_head rebuilds the head for the origin", "[unit][request_head
     CHECK(out == c.expected);
     // What we send is itself a head our own checks accept (origin-form aside).
     CHECK(find_head_end(out) == out.size());
+  }
+}
+
+TEST_CASE("Max-Forwards on TRACE and OPTIONS: 0 is answered by the proxy", "[unit][request_head]") {
+  SECTION("parsed for TRACE and OPTIONS only") {
+    auto t = parse_request_head("TRACE http://a.example/ HTTP/1.1\r\nHost: a.example\r\nMax-Forwards: 3\r\n\r\n");
+    REQUIRE(t);
+    CHECK(t->max_forwards == 3u);
+    CHECK_FALSE(t->answer_locally);
+    auto g = parse_request_head("GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nMax-Forwards: 0\r\n\r\n");
+    REQUIRE(g);
+    CHECK_FALSE(g->max_forwards);
+    CHECK_FALSE(g->answer_locally);
+    auto n = parse_request_head("OPTIONS http://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n");
+    REQUIRE(n);
+    CHECK_FALSE(n->max_forwards);
+    CHECK_FALSE(n->answer_locally);
+    // Not parsed, so not refused, for other methods.
+    CHECK(parse_request_head("GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nMax-Forwards: x\r\n\r\n"));
+  }
+  SECTION("OPTIONS at 0: 200, Content-Length 0, no Allow") {
+    auto r = parse_request_head("OPTIONS http://a.example/x HTTP/1.1\r\nHost: a.example\r\nMax-Forwards: 0\r\n\r\n");
+    REQUIRE(r);
+    CHECK(r->answer_locally);
+    const auto a = egress::proxy::local_answer(*r);
+    CHECK(a.status == 200);
+    CHECK(a.keep_alive);
+    CHECK(a.bytes ==
+          "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nCache-Control: no-store\r\nConnection: keep-alive\r\n\r\n");
+  }
+  SECTION("OPTIONS at 0 with content: the answer closes the connection") {
+    auto r = parse_request_head("OPTIONS http://a.example/x HTTP/1.1\r\nHost: a.example\r\nMax-Forwards: 0\r\n"
+                                "Content-Length: 4\r\n\r\nbody");
+    REQUIRE(r);
+    const auto a = egress::proxy::local_answer(*r);
+    CHECK_FALSE(a.keep_alive);
+    CHECK(a.bytes.ends_with("Connection: close\r\n\r\n"));
+  }
+  SECTION("TRACE at 0: message/http echo of the head without credentials") {
+    const std::string head =
+        "TRACE http://a.example/p?q=1 HTTP/1.0\r\nHost: a.example\r\nMax-Forwards: 0\r\nAuthorization: Basic eA==\r\n"
+        "Proxy-Authorization: Basic eQ==\r\nCookie: s=1\r\nX-Api-Key: k\r\nX-Auth-Token: t\r\nUser-Agent:  curl/8 \r\n"
+        "Connection: keep-alive\r\n\r\n";
+    auto r = parse_request_head(head);
+    REQUIRE(r);
+    REQUIRE(r->answer_locally);
+    const auto a = egress::proxy::local_answer(*r);
+    const std::string echo =
+        "TRACE http://a.example/p?q=1 HTTP/1.0\r\nHost: a.example\r\nMax-Forwards: 0\r\nUser-Agent: curl/8\r\n"
+        "Connection: keep-alive\r\n\r\n";
+    CHECK(a.keep_alive);
+    CHECK(a.bytes == "HTTP/1.1 200 OK\r\nContent-Type: message/http\r\nContent-Length: " + std::to_string(echo.size()) +
+                         "\r\nCache-Control: no-store\r\nConnection: keep-alive\r\n\r\n" + echo);
   }
 }

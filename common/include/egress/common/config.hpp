@@ -31,6 +31,7 @@
 ///              max_client_hello_bytes, drain_timeout_ms,
 ///              max_tunnel_lifetime_ms}       # 0 = no limit (the default)
 ///     tls: {allow_missing_sni: false, allow_ech: false}
+///     log: {buffer_bytes: 1048576}      # stdout backlog kept while the reader stalls
 ///     resolver: {servers: ["ADDR[:PORT]", ...], timeout_ms, min_ttl_s, max_ttl_s}
 ///     hosts: {<name>: [<address>, ...]} # static answers, consulted before DNS
 ///     capture: env | dns | both         # env (default): clients use HTTP(S)_PROXY
@@ -130,6 +131,13 @@ struct proxy_limits {
   std::chrono::milliseconds max_tunnel_lifetime{0};
 };
 
+/// The proxy's log output (JSON lines on stdout).
+struct proxy_log_settings {
+  /// Bytes of log lines kept in memory while stdout does not take them (a stalled log
+  /// reader, a full pipe); past it whole lines are dropped and counted. 4096 - 64 MiB.
+  std::uint32_t buffer_bytes = 1 << 20;
+};
+
 /// The proxy's resolver settings.
 struct resolver_settings {
   /// "ADDR" or "ADDR:PORT" / "[V6]:PORT"; empty = the system's resolv.conf servers.
@@ -187,6 +195,7 @@ struct proxy_settings {
   proxy_limits limits;
   bool allow_missing_sni = false;
   bool allow_ech = false;
+  proxy_log_settings log;
   resolver_settings resolver;
   /// Static answers by normalised name, in file order.
   std::map<std::string, std::vector<boost::asio::ip::address>> hosts;

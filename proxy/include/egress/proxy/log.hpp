@@ -2,6 +2,17 @@
 /// JSON-lines logging: exactly one `decision` line per connection (CONNECT) or request
 /// (plain HTTP), plus start-up and operational events. Wire data is escaped and
 /// length-capped; no bodies, credentials or query strings are ever logged.
+///
+/// Output never stalls the proxy: after `log_init`, stdout is written without blocking;
+/// lines stdout does not take at once wait in a bounded buffer (whole lines only, never
+/// half of one), flushed from the io_context as soon as stdout is writable again
+/// (`log_attachment`); when the buffer is full, whole lines are dropped, counted
+/// (`log_lines_dropped`, the metric egress_proxy_log_lines_dropped_total) and reported by
+/// a `log_dropped` event line ahead of the next line that gets out:
+///   {"time":..,"event":"log_dropped","level":"warning","lines":N,"message":".."}
+/// Single-threaded: every function on the io_context's thread (or before it runs).
+
+#include <boost/asio/io_context.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -60,8 +71,49 @@ void append_json_string(std::string& out, std::string_view s, std::size_t cap = 
 /// Formats the decision line (no trailing newline).
 std::string format_decision(const decision_record& r, std::chrono::system_clock::time_point now);
 
-/// Writes one line (appends '\n') to stdout with a single write(2).
+/// Writes one line (appends '\n'); `line` may also hold several lines separated by '\n'
+/// (a batch), each then kept or dropped whole. Before `log_init`: a blocking write(2)
+/// loop, as for a tool. After: one non-blocking write(2) (send(2) with MSG_DONTWAIT when
+/// stdout is a socket) when nothing waits, else the lines join the buffer; whatever part
+/// of a line a short write left is always kept, so a line is never cut. Errors other than
+/// EAGAIN (EPIPE: the reader is gone, ENOSPC) drop the lines and count them.
 void write_line(std::string_view line);
+
+/// Switches stdout to non-blocking output with a buffer of `buffer_bytes` (config
+/// `proxy.log.buffer_bytes`; 4096 at least is sensible, one line more may be held while
+/// a line is half written). How: a pipe, FIFO or terminal on fd 1 is reopened through
+/// /proc/self/fd/1 with O_NONBLOCK (O_NOCTTY), so the flag is on the proxy's own open
+/// file description and not on one it shares with its parent (a shell's terminal, the
+/// container runtime's pipe); if that fails, O_NONBLOCK is set on the shared description
+/// and put back at exit. A socket needs nothing (MSG_DONTWAIT); a regular file or
+/// /dev/null never blocks and is left as it is. Call again to change the size (after a
+/// reload): lines already buffered stay. Errors: none; logging never stops the proxy.
+/// Source: open(2), fcntl(2), pipe(7) (O_NONBLOCK writes up to PIPE_BUF are atomic).
+void log_init(std::size_t buffer_bytes);
+
+/// While alive, flushes the buffer from `io`: whenever lines wait, an async_wait(write)
+/// on a duplicate of fd 1 (a posix::stream_descriptor) wakes the flush as soon as stdout
+/// is writable again (with a 1 s timer as a safety net); where fd 1 is a socket or epoll
+/// cannot watch it, a 50 ms timer does. Construct it
+/// after `io` (so it is destroyed first) and before the server starts; its destructor
+/// writes what is left, waiting at most 1 s for stdout, and detaches.
+class log_attachment {
+public:
+  explicit log_attachment(boost::asio::io_context& io);
+  ~log_attachment();
+  log_attachment(const log_attachment&) = delete;
+  log_attachment& operator=(const log_attachment&) = delete;
+};
+
+/// Writes what the buffer holds, waiting for stdout (poll(2)) at most `timeout`; what is
+/// left after it stays buffered. For exit paths. Returns whether the buffer is empty.
+bool log_flush(std::chrono::milliseconds timeout);
+
+/// Lines dropped since start: the buffer was full, or stdout failed. A counter.
+std::uint64_t log_lines_dropped() noexcept;
+
+/// Bytes of log lines waiting in the buffer now. A gauge.
+std::size_t log_buffered_bytes() noexcept;
 
 /// The start of an event line, `{"time":..,"event":..,"level":..` without the closing brace,
 /// for callers that add fields of their own.

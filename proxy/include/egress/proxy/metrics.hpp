@@ -1,6 +1,7 @@
 #pragma once
 /// Prometheus metrics of the proxy: decisions by verdict and reason, live connections
-/// and tunnels, bytes relayed, DNS and connect latency histograms.
+/// and tunnels, bytes relayed, DNS and connect latency histograms, and the log's dropped
+/// lines and backlog (kept by log.hpp, read when rendering).
 /// Concurrency: used from the proxy's single io_context thread only.
 /// Source: Prometheus text exposition format 0.0.4.
 

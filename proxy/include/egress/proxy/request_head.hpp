@@ -53,11 +53,14 @@ inline constexpr std::string_view host_mismatch = "host_mismatch";
 inline constexpr std::string_view duplicate_content_length = "duplicate_content_length";
 inline constexpr std::string_view bad_content_length = "bad_content_length";
 inline constexpr std::string_view bad_transfer_encoding = "bad_transfer_encoding";
+inline constexpr std::string_view bad_connection = "bad_connection";
 inline constexpr std::string_view transfer_encoding_http10 = "transfer_encoding_http10";
 inline constexpr std::string_view cl_and_te = "cl_and_te";
 inline constexpr std::string_view connect_with_body = "connect_with_body";
 inline constexpr std::string_view transparent_connect = "transparent_connect";
 inline constexpr std::string_view transparent_absolute_form = "transparent_absolute_form";
+inline constexpr std::string_view trace_with_body = "trace_with_body";
+inline constexpr std::string_view bad_max_forwards = "bad_max_forwards";
 }  // namespace head_reason
 
 /// One header field line as received.
@@ -113,8 +116,18 @@ struct request_head {
   bool chunked = false;
   /// Whether the client connection may carry another request after this one (RFC 9112
   /// §9.3): HTTP/1.1 unless Connection has "close"; HTTP/1.0 only with "keep-alive" and
-  /// without "close". Connection options compare case-insensitively.
+  /// without "close". Connection options compare case-insensitively. "close" in the
+  /// non-standard Proxy-Connection (curl sends it; some parsers read it as Connection)
+  /// closes too; its "keep-alive" keeps nothing open: the conservative reading of both.
   bool keep_alive = true;
+  /// TRACE and OPTIONS only (RFC 9110 §7.6.2): the Max-Forwards value received, or
+  /// nullopt when there is none (and always for other methods, where a recipient may
+  /// ignore the field: it is then forwarded as received). Values above 2^64-1 saturate.
+  std::optional<std::uint64_t> max_forwards;
+  /// TRACE or OPTIONS with "Max-Forwards: 0": the proxy is the final recipient (RFC 9110
+  /// §7.6.2 "MUST NOT forward the request" and "MUST respond as the final recipient"):
+  /// answer with `local_answer(*this)` and dial nothing.
+  bool answer_locally = false;
 
   friend bool operator==(const request_head&, const request_head&) = default;
 };
@@ -178,7 +191,10 @@ std::size_t find_head_end(std::string_view buffer, std::size_t searched = 0) noe
 /// without Host is accepted in 1.1 too (Host is not forwarded for a tunnel). Framing
 /// (RFC 9112 §6): Transfer-Encoding only as one field whose value is exactly "chunked"
 /// (any case), not in HTTP/1.0, not with Content-Length; Content-Length only as one field
-/// of digits. CONNECT carries no content (RFC 9110 §9.3.6).
+/// of digits. CONNECT carries no content (RFC 9110 §9.3.6), nor does TRACE (§9.3.8).
+/// Max-Forwards (RFC 9110 §7.6.2) is read for TRACE and OPTIONS only: one field of
+/// digits; 0 sets `answer_locally`. An absolute-form OPTIONS target with an empty path and
+/// no query ("OPTIONS http://host:8080 HTTP/1.1") is forwarded as "*" (RFC 9112 §3.2.4).
 ///
 /// Errors (`head_error`, first failing check in the order listed):
 ///   400 incomplete_head          no empty line ends the head (a caller bug: wait for
@@ -228,9 +244,18 @@ std::size_t find_head_end(std::string_view buffer, std::size_t searched = 0) noe
 ///                                "chunked" ("identity", "chunked, identity", "gzip,
 ///                                chunked", "chunked;x=1")
 ///   400 transfer_encoding_http10 Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)
+///   400 bad_connection           a Connection or Proxy-Connection value that is not a
+///                                comma list of tokens ("keep\\alive", "close;x", "a b"):
+///                                what it asks for (persistence, hop-by-hop fields) would
+///                                be read differently by different parsers
 ///   -- then, over all fields:
 ///   400 cl_and_te                both Content-Length and Transfer-Encoding (RFC 9112 §6.1)
 ///   400 connect_with_body        CONNECT with Transfer-Encoding or Content-Length > 0
+///   400 trace_with_body          TRACE with Transfer-Encoding or Content-Length > 0
+///                                (RFC 9110 §9.3.8: a client MUST NOT send content; a
+///                                body a server ignores is a classic desync vector)
+///   400 bad_max_forwards         TRACE or OPTIONS with two Max-Forwards fields, or one
+///                                whose value is not 1*DIGIT ("", "-1", "1, 2", "0x1")
 ///   400 host_missing             HTTP/1.1 absolute-form request without Host
 ///   400 host_header_invalid      a Host value that is not a valid uri-host [":" port]
 ///                                (bad host, bad port, userinfo, empty)
@@ -256,9 +281,24 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
 ///   "Host: " host [":" port] CRLF                  (from the target; port only if not 80;
 ///                                                  IPv6 in brackets; first, RFC 9110 §7.2)
 ///   each received field line, in order, as "name: value" CRLF, except
+///     - the framing fields, written in canonical form where they were received:
+///       "Transfer-Encoding: chunked" (coding names are case-insensitive, RFC 9112 §7, but
+///       an upstream comparing case-sensitively would frame "Chunked" differently) and
+///       "Content-Length: N" with N the parsed value in decimal without leading zeros
+///       ("007" is 7 to us and 7 or an error to others; "010" read by a base-0 strtol is 8)
+///     - Max-Forwards of TRACE/OPTIONS, written decremented (RFC 9110 §7.6.2); 0 stays 0
+///       (a caller that forwards an `answer_locally` request anyway sends what it got)
 ///     - Host (rebuilt above; RFC 9112 §3.2.2)
 ///     - hop-by-hop fields (RFC 9110 §7.6.1): Connection, Keep-Alive, TE, Trailer, Upgrade
-///     - every Proxy-* field (Proxy-Authorization, Proxy-Connection, ...): meant for us
+///     - every Proxy-* field (Proxy-Authorization, Proxy-Connection, ...) and "Proxy"
+///       itself (httpoxy, CVE-2016-5385: CGI servers turn it into HTTP_PROXY): meant for us
+///     - fields that let an origin or its front end route by another host than the Host
+///       the proxy checked: Forwarded (RFC 7239 "host="), X-Forwarded-Host,
+///       X-Forwarded-Server, X-Host, X-HTTP-Host-Override
+///     - every '_' spelling of a field the proxy interprets or removes
+///       (`http::is_underscore_alias`: Content_Length, Transfer_Encoding, Keep_Alive,
+///       Max_Forwards, Proxy_Authorization, X_Forwarded_Host, ...): servers that fold '_'
+///       into '-' would read them as the real field, with a value the proxy never judged
 ///     - the fields named in Connection, except Host, Content-Length and
 ///       Transfer-Encoding: those are never dropped through Connection, so a client cannot
 ///       make the upstream see different framing from the bytes the proxy relays
@@ -266,12 +306,43 @@ boost::system::result<request_head, head_error> parse_request_head(std::string_v
 ///   CRLF
 ///
 /// Framing choices: the proxy opens a fresh upstream connection per request and relays the
-/// body bytes as received, so Content-Length and Transfer-Encoding: chunked are kept as
-/// received (they describe those bytes; the parser allowed at most one of them), and
+/// body bytes as received, so the framing field the parser allowed (at most one of
+/// Content-Length and Transfer-Encoding: chunked) describes those bytes, and
 /// "Connection: close" tells the upstream the connection ends with this response, so the
 /// proxy can read the response until its framing ends or the connection closes.
 ///
-/// Precondition: `r.form` is absolute or origin (asserted).
+/// Precondition: `r.form` is absolute or origin (asserted). A request with
+/// `answer_locally` should get `local_answer` instead of being forwarded.
 std::string upstream_head(const request_head& r);
+
+/// The proxy's own response to a request it is the final recipient of.
+struct local_response {
+  std::string bytes;  ///< the whole response: status line, fields, empty line, content
+  int status = 200;
+  /// Whether the client connection may carry another request: the request's keep_alive,
+  /// and false when the request had content (OPTIONS may; the proxy does not read it, so
+  /// the caller closes the connection after writing `bytes`). "Connection:" in `bytes`
+  /// says the same.
+  bool keep_alive = true;
+};
+
+/// Stable reason word of the decision line for a request answered by `local_answer`.
+inline constexpr std::string_view answered_locally = "answered_locally";
+
+/// Builds the answer to a request with `r.answer_locally` (TRACE or OPTIONS with
+/// Max-Forwards: 0; RFC 9110 §7.6.2):
+///   OPTIONS (§9.3.7): "HTTP/1.1 200 OK", "Content-Length: 0", no content. No Allow field:
+///     Allow lists what the target resource supports (§10.2.1), which only its origin
+///     knows; the answer says only that the request reached this hop.
+///   TRACE (§9.3.8): "HTTP/1.1 200 OK", "Content-Type: message/http", Content-Length, and
+///     as content the request head as received (request line and field lines, "name:
+///     value" with OWS trimmed, then CRLF), minus the fields likely to carry credentials
+///     ("SHOULD exclude any request fields that are likely to contain sensitive data"):
+///     Authorization, Proxy-Authorization, Cookie, and every field whose name contains
+///     "auth", "cookie", "token", "secret", "passw", "key" or "session" (any case).
+///   Both end their fields with "Cache-Control: no-store" (TRACE responses are not
+///   cacheable, §9.3.8) and "Connection: keep-alive" or "Connection: close".
+/// Precondition: `r.answer_locally` (asserted).
+local_response local_answer(const request_head& r);
 
 }  // namespace egress::proxy
