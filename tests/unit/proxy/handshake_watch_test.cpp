@@ -502,8 +502,8 @@ TEST_CASE("0-RTT: a resumed TLS 1.3 client's early data passes the watch unparse
 // =======================================================================================
 // Splits
 
-TEST_CASE("the client side of a real HRR handshake split in two at every byte and fed one byte at a time: same "
-          "releases, never a byte of a hello before it is checked",
+TEST_CASE("a real HRR handshake's streams split at every byte: same releases, never a byte of a hello before "
+          "it is checked",
           "[unit][handshake_watch]") {
   hrr_pair p;
   handshake_watch recorder = make_watch();
@@ -580,8 +580,8 @@ TEST_CASE("the client side of a real HRR handshake split in two at every byte an
   }
 }
 
-TEST_CASE("first hellos of several OpenSSL clients, whole, split at every point and re-framed into one-byte "
-          "records: all released once complete, never before",
+TEST_CASE("OpenSSL first hellos split at every point, in one-byte records: released once complete, never "
+          "before",
           "[unit][handshake_watch]") {
   const auto options = GENERATE(values<tls_lab::client_options>({
       {TLS1_2_VERSION, TLS1_2_VERSION, "X25519:P-256", {}, false, 0},
