@@ -50,7 +50,9 @@ handshake_watch::handshake_watch(common::host connect_host, bool allow_missing_s
       max_watch_bytes_{max_watch_bytes} {}
 
 bool handshake_watch::done() const noexcept {
-  return refusal_.empty() && server_.server_hello_seen && !client_.hold_from;
+  // hellos_ > 0: a ServerHello before any client hello (an upstream that spoke first)
+  // cannot end a check that has not judged the first hello yet.
+  return refusal_.empty() && server_.server_hello_seen && hellos_ > 0 && !client_.hold_from;
 }
 
 std::string_view handshake_watch::refuse(std::string_view reason) {
@@ -133,6 +135,11 @@ client_step handshake_watch::feed_client(std::span<const std::uint8_t> bytes) {
       break;
     }
     if (client_.consumed == max_watch_bytes_) return {0, refuse(watch_reason::too_long)};
+    // A hello in progress never holds more than max_hello_bytes, even while record headers
+    // pile up before its length is known (as client_hello_parser's cap on bytes consumed).
+    if (client_.hello && client_.consumed - *client_.hold_from == max_hello_bytes_) {
+      return {0, refuse(hello_reason::too_large)};
+    }
     record_state& rec = client_.rec;
 
     if (rec.left == 0) {

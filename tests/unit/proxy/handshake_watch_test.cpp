@@ -14,6 +14,10 @@
 #include <openssl/ssl.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <string>
 #include <vector>
@@ -74,6 +78,8 @@ struct lab_relay {
   bytes held;
   std::vector<bytes> client_stream_flights;  ///< as the relay saw them (after rewriting)
   std::vector<bytes> server_stream_flights;
+  /// Every flight in the order the relay moved them: (from upstream?, bytes).
+  std::vector<std::pair<bool, bytes>> sequence;
 
   bool watching() const { return watch != nullptr && !watch->done(); }
 
@@ -137,6 +143,7 @@ struct lab_relay {
         if (after_client_flight) after_client_flight(index);
         if (rewrite_client_flight) out = rewrite_client_flight(out, index);
         client_stream_flights.push_back(out);
+        sequence.emplace_back(false, out);
         to_server(out);
         if (!refusal.empty()) return;
       }
@@ -144,6 +151,7 @@ struct lab_relay {
       const bytes back = server.take_output();
       if (!back.empty()) {
         server_stream_flights.push_back(back);
+        sequence.emplace_back(true, back);
         to_client(back);
         if (!refusal.empty()) return;
       }
@@ -704,6 +712,38 @@ TEST_CASE("client streams: what passes, what is held, what is refused", "[unit][
     CHECK(s.refusal == hello_reason::too_large);
     CHECK(w.held() == 9);
   }
+  SECTION("a later hello in one-byte records never holds more than max_hello_bytes") {
+    const auto parts = tls_lab::split_hello(hello_for(allowed));
+    REQUIRE(parts);
+    const bytes message = tls_lab::join_message(*parts);
+    std::vector<std::size_t> cuts;
+    for (std::size_t i = 1; i < message.size(); ++i) cuts.push_back(i);
+    const bytes tiny = tls_lab::frame(message, cuts, 0x0303);
+    REQUIRE(tiny.size() > 3 * ch1.size());
+    for (const std::size_t cap : {ch1.size(), ch1.size() + 101, 3 * ch1.size()}) {
+      INFO("max_hello_bytes " << cap);
+      handshake_watch w = make_watch(cap);
+      REQUIRE(w.feed_client(ch1).forward == ch1.size());
+      client_step s;
+      std::size_t max_held = 0;
+      for (std::size_t i = 0; i < tiny.size() && s.refusal.empty(); ++i) {
+        s = w.feed_client(std::span{tiny}.subspan(i, 1));
+        if (s.refusal.empty()) max_held = std::max(max_held, w.held());
+      }
+      CHECK(s.refusal == hello_reason::too_large);
+      CHECK(max_held <= cap);
+    }
+    // Caps below the first length check (4 one-byte records = 24 bytes): the byte cap holds.
+    for (const std::size_t cap : {std::size_t{6}, std::size_t{12}, std::size_t{23}}) {
+      INFO("max_hello_bytes " << cap);
+      handshake_watch w = make_watch(cap);
+      client_step s;
+      std::size_t fed = 0;
+      for (; fed < tiny.size() && s.refusal.empty(); ++fed) s = w.feed_client(std::span{tiny}.subspan(fed, 1));
+      CHECK(s.refusal == hello_reason::too_large);
+      CHECK(fed == cap + 1);  // refused on the first byte past the cap
+    }
+  }
   SECTION("a hello in progress is held, bounded by max_hello_bytes") {
     handshake_watch w = make_watch();
     const bytes big = hello_for(allowed, {TLS1_2_VERSION, TLS1_3_VERSION, "X25519", {}, false, 6000});
@@ -875,6 +915,19 @@ TEST_CASE("upstream streams: HRR vs ServerHello, CCS does not end the check, non
     CHECK(r == watch_reason::too_long);
     CHECK(w.server_bytes() == 2048);
   }
+  SECTION("a ServerHello before any client byte does not end a check that judged no hello yet") {
+    handshake_watch bad = make_watch();
+    CHECK(bad.feed_server(server_hello_record(false)).empty());
+    CHECK(bad.server_hello_seen());
+    CHECK_FALSE(bad.done());
+    const client_step s = bad.feed_client(hello_for(evil));
+    CHECK(s.forward == 0);
+    CHECK(s.refusal == "sni_mismatch");
+    handshake_watch good = make_watch();
+    CHECK(good.feed_server(server_hello_record(false)).empty());
+    CHECK(good.feed_client(ch1).forward == ch1.size());
+    CHECK(good.done());
+  }
   SECTION("nothing after the real ServerHello is looked at") {
     handshake_watch w = watching();
     CHECK(w.feed_server(concat({server_hello_record(false), tls_lab::to_bytes("not TLS at all")})).empty());
@@ -887,4 +940,125 @@ TEST_CASE("watch reason words are stable snake_case names", "[unit][handshake_wa
   CHECK(watch_reason::upstream_not_tls == "upstream_not_tls");
   CHECK(watch_reason::upstream_malformed == "upstream_handshake_malformed");
   CHECK(watch_reason::too_long == "handshake_too_long");
+}
+
+// =======================================================================================
+// Seed corpus for tests/fuzz/handshake_watch_fuzz.cpp (its input format: a flags byte,
+// then chunks of direction byte, 2-byte length, bytes)
+
+namespace {
+
+struct watch_seed {
+  std::string file;
+  std::string_view refusal;
+  bool done = false;
+  std::size_t hellos = 0;
+};
+
+const std::vector<watch_seed>& watch_seeds() {
+  static const std::vector<watch_seed> all{
+      {"hrr.bin", "", true, 2},
+      {"hrr_evil_second_hello.bin", "sni_mismatch", false, 1},
+      {"tls13.bin", "", true, 1},
+      {"tls12.bin", "", true, 1},
+      {"upstream_not_tls.bin", watch_reason::upstream_not_tls, false, 1},
+  };
+  return all;
+}
+
+bytes encode_seed(const std::vector<std::pair<bool, bytes>>& sequence) {
+  bytes out{0};
+  for (const auto& [upstream, data] : sequence) {
+    REQUIRE(data.size() <= 0xffff);
+    out.push_back(upstream ? 1 : 0);
+    out.push_back(static_cast<std::uint8_t>(data.size() >> 8));
+    out.push_back(static_cast<std::uint8_t>(data.size()));
+    out.insert(out.end(), data.begin(), data.end());
+  }
+  return out;
+}
+
+std::vector<std::pair<bool, bytes>> decode_seed(const bytes& in) {
+  std::vector<std::pair<bool, bytes>> out;
+  for (std::size_t pos = 1; pos + 3 <= in.size();) {
+    const std::size_t n = std::min((std::size_t{in[pos + 1]} << 8) | in[pos + 2], in.size() - pos - 3);
+    out.emplace_back((in[pos] & 1) != 0, slice(in, pos + 3, pos + 3 + n));
+    pos += 3 + n;
+  }
+  return out;
+}
+
+bytes make_watch_seed(const watch_seed& s) {
+  if (s.file == "upstream_not_tls.bin") {
+    return encode_seed({{false, hello_for(allowed)}, {true, tls_lab::to_bytes("HTTP/1.1 400 Bad Request\r\n\r\n")}});
+  }
+  const bool hrr = s.file.starts_with("hrr");
+  const int max_version = s.file == "tls12.bin" ? TLS1_2_VERSION : TLS1_3_VERSION;
+  const auto client_ctx = tls_lab::make_client_ctx({TLS1_2_VERSION, max_version, "X25519:P-256", {}, false, 0});
+  const auto server_ctx = tls_lab::make_server_ctx({TLS1_2_VERSION, TLS1_3_VERSION, hrr ? "P-256" : "X25519", 0});
+  tls_lab::endpoint client{client_ctx.get(), false};
+  tls_lab::endpoint server{server_ctx.get(), true};
+  client.set_host_name(allowed);
+  handshake_watch watch = make_watch();
+  lab_relay relay{client, server, &watch};
+  if (s.file == "hrr_evil_second_hello.bin") {
+    relay.after_client_flight = [&](std::size_t i) {
+      if (i == 0) client.set_host_name(evil);
+    };
+  }
+  relay.run();
+  return encode_seed(relay.sequence);
+}
+
+struct seed_outcome {
+  std::string_view refusal;
+  bool done = false;
+  std::size_t hellos = 0;
+};
+
+seed_outcome run_seed(const bytes& in) {
+  handshake_watch w = make_watch();
+  for (const auto& [upstream, data] : decode_seed(in)) {
+    if (upstream) {
+      w.feed_server(data);
+    } else {
+      w.feed_client(data);
+    }
+  }
+  return {w.refusal(), w.done(), w.hellos_checked()};
+}
+
+}  // namespace
+
+#ifdef EGRESS_TEST_DATA
+TEST_CASE("seed corpus in tests/data/handshake_watch runs to its recorded verdict", "[unit][handshake_watch]") {
+  for (const auto& s : watch_seeds()) {
+    INFO(s.file);
+    std::ifstream file{std::filesystem::path{EGRESS_TEST_DATA} / "handshake_watch" / s.file, std::ios::binary};
+    REQUIRE(file);
+    const bytes in{std::istreambuf_iterator<char>{file}, std::istreambuf_iterator<char>{}};
+    const seed_outcome o = run_seed(in);
+    CHECK(o.refusal == s.refusal);
+    CHECK(o.done == s.done);
+    CHECK(o.hellos == s.hellos);
+  }
+}
+#endif
+
+// Run by hand: EGRESS_HANDSHAKE_WATCH_SEED_DIR=tests/data/handshake_watch ./egress_unit_proxy "[generate_watch_seeds]"
+TEST_CASE("write the handshake watch fuzzer's seed corpus", "[.][generate_watch_seeds]") {
+  const char* dir = std::getenv("EGRESS_HANDSHAKE_WATCH_SEED_DIR");
+  REQUIRE(dir != nullptr);
+  std::filesystem::create_directories(dir);
+  for (const auto& s : watch_seeds()) {
+    INFO(s.file);
+    const bytes data = make_watch_seed(s);
+    const seed_outcome o = run_seed(data);
+    REQUIRE(o.refusal == s.refusal);
+    REQUIRE(o.done == s.done);
+    REQUIRE(o.hellos == s.hellos);
+    std::ofstream out{std::filesystem::path{dir} / s.file, std::ios::binary | std::ios::trunc};
+    out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+    REQUIRE(out);
+  }
 }

@@ -14,9 +14,10 @@
 ///   so a ClientHello there is an unexpected_message. The relay feeds upstream bytes to the
 ///   watch before it forwards them to the client, so every client byte it forwards after
 ///   the watch saw the ServerHello reaches the server after the server sent it. Hence:
-///   done() = a real ServerHello was seen from upstream AND no client byte fed so far is
-///   held (every client byte read before it was inspected and released; a ClientHello in
-///   progress at that moment is finished and checked first).
+///   done() = a real ServerHello was seen from upstream AND at least one ClientHello was
+///   checked AND no client byte fed so far is held (every client byte read before it was
+///   inspected and released; a ClientHello in progress at that moment is finished and
+///   checked first).
 ///   Not ends of the check: a HelloRetryRequest (a ServerHello whose random is
 ///   SHA-256("HelloRetryRequest"), RFC 8446 §4.1.3): a second ClientHello follows; a
 ///   ChangeCipherSpec record from either side (TLS 1.3 middlebox compatibility, RFC 8446
@@ -26,8 +27,9 @@
 ///   the session's keys, so no proxy without the keys can read it; TLS 1.3 has no
 ///   renegotiation. A server that renegotiates with a new name is not covered here.
 ///
-/// Bounds: the client bytes held (a ClientHello in progress, its record headers, a
-/// partial record header) are at most `max_hello_bytes`; memory is that plus ~100 bytes;
+/// Bounds: the client bytes held (a ClientHello in progress with its record headers, or
+/// one record header) are at most max(`max_hello_bytes`, 5); memory is the hello's
+/// message (<= max_hello_bytes) plus ~200 bytes;
 /// each direction is inspected for at most `max_watch_bytes` before the check must have
 /// ended, or the watch refuses (`handshake_too_long`), failing closed.
 ///
@@ -137,14 +139,16 @@ public:
   /// are not looked at.
   std::string_view feed_server(std::span<const std::uint8_t> bytes);
 
-  /// True once the check is over (see the file comment): a real ServerHello was seen and
-  /// nothing is held. Final. Then the relay forwards freely (splice) and drops the watch.
+  /// True once the check is over (see the file comment): a real ServerHello was seen, a
+  /// ClientHello was checked, nothing is held. Final. Then the relay forwards freely
+  /// (splice) and drops the watch.
   bool done() const noexcept;
 
   /// The refusal reason, or empty. Final once set.
   std::string_view refusal() const noexcept { return refusal_; }
 
-  /// Client bytes fed but not yet released (the relay holds exactly these).
+  /// Client bytes fed but not yet released (the relay holds exactly these); at most
+  /// max(max_hello_bytes, 5).
   std::size_t held() const noexcept { return client_.consumed - client_.released; }
 
   /// Client bytes fed (and consumed) so far.
