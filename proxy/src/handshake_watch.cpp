@@ -42,12 +42,12 @@ std::size_t record_length(const std::array<std::uint8_t, 5>& header) noexcept {
 }  // namespace
 
 handshake_watch::handshake_watch(common::host connect_host, bool allow_missing_sni, bool allow_ech,
-                                 std::size_t max_hello_bytes, std::size_t max_watch_bytes)
+                                 std::size_t max_hello_bytes, std::optional<std::size_t> max_watch_bytes)
     : connect_host_{std::move(connect_host)},
       allow_missing_sni_{allow_missing_sni},
       allow_ech_{allow_ech},
       max_hello_bytes_{max_hello_bytes},
-      max_watch_bytes_{max_watch_bytes} {}
+      max_watch_bytes_{max_watch_bytes.value_or(default_max_watch_bytes(max_hello_bytes))} {}
 
 bool handshake_watch::done() const noexcept {
   // hellos_ > 0: a ServerHello before any client hello (an upstream that spoke first)
@@ -137,7 +137,7 @@ client_step handshake_watch::feed_client(std::span<const std::uint8_t> bytes) {
     if (client_.consumed == max_watch_bytes_) return {0, refuse(watch_reason::too_long)};
     // A hello in progress never holds more than max_hello_bytes, even while record headers
     // pile up before its length is known (as client_hello_parser's cap on bytes consumed).
-    if (client_.hello && client_.consumed - *client_.hold_from == max_hello_bytes_) {
+    if (client_.hello && client_.consumed - *client_.hold_from >= max_hello_bytes_) {
       return {0, refuse(hello_reason::too_large)};
     }
     record_state& rec = client_.rec;
@@ -183,8 +183,11 @@ client_step handshake_watch::feed_client(std::span<const std::uint8_t> bytes) {
       client_.hello.emplace();
     }
     const std::size_t room = client_.hello_headers < max_hello_bytes_ ? max_hello_bytes_ - client_.hello_headers : 0;
+    const std::size_t held_now = client_.consumed - *client_.hold_from;
+    if (held_now >= max_hello_bytes_) return {0, refuse(hello_reason::too_large)};
     std::size_t used = 0;
-    const hello_result r = client_.hello->feed(bytes.subspan(pos, n), room, used);
+    const hello_result r =
+        client_.hello->feed(bytes.subspan(pos, std::min(n, max_hello_bytes_ - held_now)), room, used);
     assert(used != 0 || r.state != hello_state::need_more);
     pos += used;
     client_.consumed += used;
@@ -262,10 +265,12 @@ std::string_view handshake_watch::take_server_handshake(std::span<const std::uin
       continue;
     }
     std::size_t n = std::min(bytes.size() - used, s.msg_left);
+    if (s.in_server_hello) n = std::min(n, hello_prefix_bytes - s.prefix_len);
+    const auto piece = bytes.subspan(used, n);
+    used += n;
+    s.msg_left -= n;
     if (s.in_server_hello) {
-      n = std::min(n, hello_prefix_bytes - s.prefix_len);
-      std::copy_n(bytes.begin() + static_cast<std::ptrdiff_t>(used), n,
-                  s.prefix.begin() + static_cast<std::ptrdiff_t>(s.prefix_len));
+      std::copy(piece.begin(), piece.end(), s.prefix.begin() + static_cast<std::ptrdiff_t>(s.prefix_len));
       s.prefix_len += n;
       if (s.prefix_len == hello_prefix_bytes) {
         s.in_server_hello = false;
@@ -273,15 +278,12 @@ std::string_view handshake_watch::take_server_handshake(std::span<const std::uin
                                       s.prefix.begin() + 2);
         if (!retry) {
           s.server_hello_seen = true;  // nothing after it is looked at
-        } else if (s.hrr_seen) {
-          return watch_reason::upstream_malformed;  // RFC 8446 §4.1.4: one HRR per connection
-        } else {
-          s.hrr_seen = true;
+          return {};
         }
+        if (s.hrr_seen) return watch_reason::upstream_malformed;  // RFC 8446 §4.1.4: one HRR per connection
+        s.hrr_seen = true;
       }
     }
-    used += n;
-    s.msg_left -= n;
     if (s.msg_left == 0 && !s.in_server_hello) s.msg_header_len = 0;  // the message is over
   }
   return {};
@@ -301,14 +303,12 @@ std::string_view handshake_watch::feed_server(std::span<const std::uint8_t> byte
     }
     const std::size_t n = std::min({bytes.size() - pos, rec.left, max_watch_bytes_ - server_.consumed});
     std::size_t used = n;
-    if (rec.type == content_handshake) {
-      if (const auto reason = take_server_handshake(bytes.subspan(pos, n), used); !reason.empty()) {
-        return refuse(reason);
-      }
-    }
+    std::string_view reason;
+    if (rec.type == content_handshake) reason = take_server_handshake(bytes.subspan(pos, n), used);
     pos += used;
-    server_.consumed += used;
+    server_.consumed += used;  // up to the deciding byte, however the bytes were split
     rec.left -= used;
+    if (!reason.empty()) return refuse(reason);
   }
   return {};
 }

@@ -137,7 +137,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const bool allow_missing = (flags & 1) != 0;
   const bool allow_ech = (flags & 2) != 0;
   const std::size_t max_hello = (flags & 4) ? 600 : client_hello_parser::default_max_bytes;
-  const std::size_t max_watch = (flags & 8) ? 4096 : handshake_watch::default_max_watch_bytes;
+  const std::size_t max_watch = (flags & 8) ? 4096 : handshake_watch::default_max_watch_bytes(max_hello);
 
   // The first hello as the relay judges it today, and a CONNECT host that lets it pass
   // when its name is acceptable (so acceptance is reachable).

@@ -34,7 +34,7 @@ const std::string allowed = "allowed.example.org";
 const std::string evil = "evil.example.net";
 
 handshake_watch make_watch(std::size_t max_hello = egress::proxy::client_hello_parser::default_max_bytes,
-                           std::size_t max_watch = handshake_watch::default_max_watch_bytes) {
+                           std::optional<std::size_t> max_watch = std::nullopt) {
   return handshake_watch{*egress::common::normalize_host(allowed), false, false, max_hello, max_watch};
 }
 

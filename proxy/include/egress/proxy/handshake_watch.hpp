@@ -9,7 +9,7 @@
 /// When the check is over (`done()`), and why that is enough:
 ///   A server accepts a ClientHello only before it has sent its (real, non-HRR)
 ///   ServerHello: afterwards a TLS 1.3 server reads records under the client's handshake
-///   (or early-data) keys and rejects unprotected handshake records (RFC 8446 §5, §2), and
+///   (or early-data) keys and rejects unprotected handshake records (RFC 8446 §2, §5), and
 ///   a TLS 1.2 server expects ClientKeyExchange/ChangeCipherSpec/Finished (RFC 5246 §7.3),
 ///   so a ClientHello there is an unexpected_message. The relay feeds upstream bytes to the
 ///   watch before it forwards them to the client, so every client byte it forwards after
@@ -94,9 +94,11 @@ struct client_step {
 ///   Held: bytes of a ClientHello not yet checked (from the header of the record it
 ///   starts at, or from its first byte when it starts mid-record) and a record header not
 ///   yet complete. Everything else is released as soon as it is fed.
-/// Upstream direction: observed, never held. Record headers as above (minor 0..4, so an
-///   SSL 3.0-versioned alert is still TLS); handshake messages reassembled as far as the
-///   ServerHello's legacy_version and random (RFC 8446 §4.1.3); alerts and CCS skipped.
+/// Upstream direction: observed, never held. The first record must be a handshake or an
+///   alert record; then handshake, alert and CCS records; versions 0x0300..0x0304 (so an
+///   SSL 3.0-versioned alert is still TLS); lengths 1..2^14. Handshake messages are
+///   reassembled as far as the ServerHello's legacy_version and random (RFC 8446 §4.1.3),
+///   an empty HelloRequest (RFC 5246 §7.4.1.1) is skipped, alerts and CCS are skipped.
 ///   Nothing is parsed after the real ServerHello.
 ///
 /// Reasons (`client_step::refusal`, `feed_server`, `refusal()`):
@@ -109,22 +111,26 @@ struct client_step {
 ///   upstream: upstream_not_tls, upstream_handshake_malformed.
 ///   either: handshake_too_long.
 ///
-/// The counts and the verdict depend only on the two byte streams and the order in which
-/// upstream bytes and client bytes were fed, never on how each stream was split.
+/// The verdict, done() and the counts depend only on the two byte streams and the order
+/// in which upstream and client bytes were fed, never on how each stream was split
+/// (but a refusal releases nothing of the feed it comes in; the tunnel closes anyway).
 class handshake_watch {
 public:
-  /// Default per-direction inspection bound: room for two maximal ClientHellos and 16 KiB
-  /// of 0-RTT data (OpenSSL's default max_early_data) with headroom.
-  static constexpr std::size_t default_max_watch_bytes = 64 * 1024;
+  /// Default per-direction inspection bound for a hello cap: two maximal ClientHellos
+  /// (the first and one after an HRR) plus 32 KiB for CCS records and 0-RTT data (twice
+  /// OpenSSL's default max_early_data of 16 KiB). 64 KiB for the default 16 KiB cap.
+  static constexpr std::size_t default_max_watch_bytes(std::size_t max_hello_bytes) noexcept {
+    return 2 * max_hello_bytes + 32 * 1024;
+  }
 
   /// A watch for a tunnel to `connect_host` (normalised, as given to check_sni()), with
   /// the same policy flags. `max_hello_bytes`: the cap of each ClientHello, record headers
   /// included (the proxy's `max_client_hello_bytes`). `max_watch_bytes`: bytes each
-  /// direction may carry before the check has to be over; should exceed max_hello_bytes
-  /// (the first hello is counted).
+  /// direction may carry before the check has to be over (the first hello counted);
+  /// nullopt = default_max_watch_bytes(max_hello_bytes).
   handshake_watch(common::host connect_host, bool allow_missing_sni, bool allow_ech,
                   std::size_t max_hello_bytes = client_hello_parser::default_max_bytes,
-                  std::size_t max_watch_bytes = default_max_watch_bytes);
+                  std::optional<std::size_t> max_watch_bytes = std::nullopt);
 
   /// Consumes the next client->upstream bytes (the client's stream from its first byte).
   /// Any split works, down to one byte; an empty span changes nothing. Returns the bytes
