@@ -106,21 +106,19 @@ std::string_view handshake_watch::take_client_header_byte(std::uint8_t byte) {
 std::string_view handshake_watch::check_hello(const hello_result& hello) {
   // The checks of the first hello, unchanged (acl.cpp), ...
   if (const auto d = check_sni(hello, connect_host_, allow_missing_sni_, allow_ech_); !d.allowed) return d.reason;
-  std::optional<std::string> name;
-  if (hello.server_name) {
-    auto normalised = common::normalize_host(*hello.server_name, common::host_syntax::bare);
-    if (!normalised) return hello_reason::sni_invalid;  // check_sni refused it already
-    name = std::move(normalised->text);
-  }
+  // Allowed with a server_name means: it normalises to the CONNECT host (check_sni), so
+  // "has a name" is all that can still differ between two allowed hellos.
+  const bool named = hello.server_name.has_value();
   if (hellos_ == 0) {
-    first_name_ = std::move(name);
+    first_named_ = named;
     first_ech_ = hello.encrypted_client_hello;
+    first_server_name_ = hello.server_name;
     return {};
   }
   // ... and a later hello may not change the name (RFC 8446 §4.1.2: the second
   // ClientHello repeats the first but for key_share, early_data, cookie,
   // pre_shared_key and padding).
-  if (name != first_name_) return name ? "sni_mismatch" : "sni_missing";
+  if (named != first_named_) return named ? "sni_mismatch" : "sni_missing";
   if (hello.encrypted_client_hello && !first_ech_) return "ech_present";
   return {};
 }

@@ -429,7 +429,12 @@ TEST_CASE("a second hello differing only in letter case or a trailing dot passes
     CHECK(feed_pieces(watch, in, {}) == in.size());
     CHECK(watch.hellos_checked() == 2);
     CHECK(watch.refusal().empty());
+    CHECK(watch.first_server_name() == allowed);
   }
+  handshake_watch mixed = make_watch();
+  CHECK_FALSE(mixed.first_server_name());
+  CHECK(mixed.feed_client(hello_for("ALLOWED.example.ORG.")).refusal.empty());
+  CHECK(mixed.first_server_name() == "ALLOWED.example.ORG.");  // as sent, for the decision line
 }
 
 TEST_CASE("0-RTT: a resumed TLS 1.3 client's early data passes the watch unparsed and counted; the watch ends "

@@ -163,6 +163,10 @@ public:
   /// Upstream bytes inspected so far (stops growing at the real ServerHello).
   std::size_t server_bytes() const noexcept { return server_.consumed; }
 
+  /// The first ClientHello's server_name exactly as sent (for the decision line's `sni`),
+  /// once it passed; nullopt before, or when it had none.
+  const std::optional<std::string>& first_server_name() const noexcept { return first_server_name_; }
+
   /// ClientHellos that passed every check (the first included).
   std::size_t hellos_checked() const noexcept { return hellos_; }
 
@@ -230,9 +234,10 @@ private:
   client_side client_;
   server_side server_;
   std::size_t hellos_ = 0;
-  /// The first hello's normalised server_name (nullopt: it had none) and ECH flag.
-  std::optional<std::string> first_name_;
+  /// The first hello: had a server_name (then equal to the CONNECT host), ECH, the name.
+  bool first_named_ = false;
   bool first_ech_ = false;
+  std::optional<std::string> first_server_name_;
   std::string_view refusal_;
 };
 
