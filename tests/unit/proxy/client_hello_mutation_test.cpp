@@ -589,7 +589,7 @@ TEST_CASE("mutated ClientHellos: our parser, check_sni and the watch never pass 
   CHECK(t.watch_second_released > 0);
 }
 
-TEST_CASE("the differential catches a first-record-only SNI reader and shrinks the case to one record cut",
+TEST_CASE("the differential catches a first-record-only SNI reader and shrinks the case to a record cut",
           "[unit][mutation]") {
   // A fixed seed unless one is given: this case checks the test machinery itself.
   const std::uint64_t seed = std::getenv("EGRESS_MUTATION_SEED") ? seed_from_env() : 1;

@@ -490,7 +490,7 @@ TEST_CASE("OpenSSL ClientHello truncated at every length: need_more, never compl
   }
 }
 
-TEST_CASE("OpenSSL ClientHello over max_bytes: client_hello_too_large; at exactly max_bytes: complete",
+TEST_CASE("OpenSSL ClientHello over max_bytes: client_hello_too_large, at exactly max_bytes: complete",
           "[unit][client_hello]") {
   const auto spec = GENERATE(from_range(openssl_specs()));
   INFO(spec.label);

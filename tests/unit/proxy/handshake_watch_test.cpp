@@ -310,7 +310,7 @@ TEST_CASE("TLS 1.3 without HelloRetryRequest and TLS 1.2: the watch ends at the 
 }
 
 TEST_CASE("the bypass: after a HelloRetryRequest a second hello with another name reaches the server blind and "
-          "OpenSSL takes the new name; through the watch it is refused before one byte of it is forwarded",
+          "OpenSSL takes the new name, through the watch it is refused before one byte of it is forwarded",
           "[unit][handshake_watch]") {
   struct variant {
     std::string label;
@@ -437,7 +437,7 @@ TEST_CASE("a second hello differing only in letter case or a trailing dot passes
   CHECK(mixed.first_server_name() == "ALLOWED.example.ORG.");  // as sent, for the decision line
 }
 
-TEST_CASE("0-RTT: a resumed TLS 1.3 client's early data passes the watch unparsed and counted; the watch ends "
+TEST_CASE("0-RTT: a resumed TLS 1.3 client's early data passes the watch unparsed and counted, the watch ends "
           "after the ServerHello",
           "[unit][handshake_watch]") {
   const auto client_ctx = tls_lab::make_client_ctx();
