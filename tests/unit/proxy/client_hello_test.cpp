@@ -909,3 +909,50 @@ TEST_CASE("write the ClientHello fuzzer's seed corpus", "[.][generate_seeds]") {
     REQUIRE(out);
   }
 }
+
+// =======================================================================================
+// The handshake-message layer on its own (shared with handshake_watch)
+
+TEST_CASE("client_hello_message: one ClientHello from the handshake stream, never past its last byte",
+          "[unit][client_hello]") {
+  using egress::proxy::client_hello_message;
+  const bytes stream = handshake_stream(make_openssl_hello({"tls13", TLS1_3_VERSION, "api.example.org", 0}));
+  const bytes with_more = concat({stream, bytes{0x01, 0x00}});
+
+  SECTION("whole, with bytes after it: complete, those bytes not consumed") {
+    client_hello_message m;
+    std::size_t used = 0;
+    const auto r = m.feed(with_more, 100000, used);
+    CHECK(r == completed("api.example.org", 0).result);
+    CHECK(used == stream.size());
+    CHECK(m.length() == stream.size());
+    CHECK(m.size() == stream.size());
+    CHECK(m.feed(with_more, 100000, used) == r);
+    CHECK(used == 0);
+  }
+  SECTION("one byte at a time: need_more, length known after the 4th byte") {
+    client_hello_message m;
+    for (std::size_t i = 0; i + 1 < stream.size(); ++i) {
+      std::size_t used = 0;
+      REQUIRE(m.feed(std::span{stream}.subspan(i, 1), 100000, used).state == hello_state::need_more);
+      REQUIRE(used == 1);
+      REQUIRE(m.length() == (i >= 3 ? stream.size() : 0));
+    }
+    std::size_t used = 0;
+    CHECK(m.feed(std::span{stream}.last(1), 100000, used).state == hello_state::complete);
+  }
+  SECTION("room below the declared length: too large on the 4th byte") {
+    client_hello_message m;
+    std::size_t used = 0;
+    CHECK(m.feed(stream, stream.size() - 1, used) == rejected(reason::too_large));
+    CHECK(used == 4);
+    client_hello_message exact;
+    CHECK(exact.feed(stream, stream.size(), used).state == hello_state::complete);
+  }
+  SECTION("not a ClientHello: malformed on the 4th byte") {
+    client_hello_message m;
+    std::size_t used = 0;
+    CHECK(m.feed(bytes{20, 0, 0, 12, 1, 2, 3}, 100000, used) == rejected(reason::malformed));
+    CHECK(used == 4);
+  }
+}
