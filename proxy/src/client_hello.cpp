@@ -1,3 +1,8 @@
+// The ClientHello parser (client_hello.hpp): handshake-message reassembly and body
+// parsing (client_hello_message) and the first hello's record layer
+// (client_hello_parser). Judges structure and the host_name's bytes only; policy (SNI
+// against the CONNECT host, ECH, missing SNI) stays in acl.cpp.
+
 #include "egress/proxy/client_hello.hpp"
 
 #include <algorithm>
@@ -97,29 +102,32 @@ bool is_acceptable_host_name(byte_span name) noexcept {
 }
 
 /// server_name extension_data (RFC 6066 §3). Returns an error reason, or empty with
-/// `host_name` set when a host_name entry is present.
+/// `host_name` set to the list's one host_name.
 std::string_view parse_server_name(byte_span data, std::optional<std::string>& host_name) {
   reader outer{data};
   const auto list = outer.vector16();
   if (!list || !outer.empty() || list->empty()) return hello_reason::malformed;
 
-  // Frame the whole list before judging names, so a structural error wins over a name one.
+  // Frame the whole list before judging it, so a structural error wins over the others.
   reader entries{*list};
-  std::optional<byte_span> found;
-  std::size_t host_names = 0;
+  std::size_t count = 0;
+  std::uint8_t first_type = 0;
+  byte_span first_name;
   while (!entries.empty()) {
     const auto name_type = entries.u8();
-    const auto name = entries.vector16();
+    const auto name = entries.vector16();  // every name type carries a 16-bit length
     if (!name_type || !name) return hello_reason::malformed;
-    if (*name_type != name_type_host_name) continue;  // unknown types carry a 16-bit length
-    ++host_names;
-    found = *name;
+    if (count++ == 0) {
+      first_type = *name_type;
+      first_name = *name;
+    }
   }
-  // Two names would let the proxy and the upstream each pick a different one.
-  if (host_names > 1) return hello_reason::sni_invalid;
-  if (!found) return {};
-  if (!is_acceptable_host_name(*found)) return hello_reason::sni_invalid;
-  host_name.emplace(found->begin(), found->end());
+  // RFC 6066 §3: one name per type, and host_name is the only type. A second entry (or
+  // an entry of another type) is read differently by parsers that take the first entry
+  // and parsers that take the first host_name.
+  if (count != 1 || first_type != name_type_host_name) return hello_reason::sni_list_invalid;
+  if (!is_acceptable_host_name(first_name)) return hello_reason::sni_invalid;
+  host_name.emplace(first_name.begin(), first_name.end());
   return {};
 }
 
@@ -180,6 +188,47 @@ hello_result parse_body(byte_span body) {
 
 }  // namespace
 
+const hello_result& client_hello_message::fail(std::string_view reason) {
+  result_ = invalid(reason);
+  message_ = {};  // release the buffer: the result is final
+  return result_;
+}
+
+hello_result client_hello_message::feed(std::span<const std::uint8_t> bytes, std::size_t room, std::size_t& used) {
+  used = 0;
+  if (result_.state != hello_state::need_more) return result_;
+  while (used < bytes.size()) {
+    // Take only what the message still needs, so the handshake header is judged exactly
+    // when its 4th byte arrives and nothing past the ClientHello is consumed.
+    const std::size_t wanted = (length_ != 0 ? length_ : handshake_header_bytes) - message_.size();
+    const std::size_t n = std::min(bytes.size() - used, wanted);
+    assert(n != 0);  // wanted is positive while need_more, so the loop always advances
+    const auto piece = bytes.subspan(used, n);
+    message_.insert(message_.end(), piece.begin(), piece.end());
+    used += n;
+    consumed_ += n;
+
+    if (length_ == 0) {
+      if (message_.size() < handshake_header_bytes) continue;
+      if (message_[0] != handshake_type_client_hello) return fail(hello_reason::malformed);
+      const std::size_t body_len =
+          (std::size_t{message_[1]} << 16) | (std::size_t{message_[2]} << 8) | message_[3];
+      if (body_len < min_body_bytes) return fail(hello_reason::malformed);
+      // Reject now rather than after buffering a hello that cannot fit.
+      if (handshake_header_bytes + body_len > room) return fail(hello_reason::too_large);
+      length_ = handshake_header_bytes + body_len;
+      message_.reserve(length_);
+      continue;
+    }
+    if (message_.size() == length_) {
+      result_ = parse_body(std::span{message_}.subspan(handshake_header_bytes));
+      message_ = {};
+      return result_;
+    }
+  }
+  return result_;
+}
+
 client_hello_parser::client_hello_parser(std::size_t max_bytes) : max_bytes_{max_bytes} {}
 
 const hello_result& client_hello_parser::fail(std::string_view reason) {
@@ -215,21 +264,6 @@ std::string_view client_hello_parser::take_record_header_byte(std::uint8_t byte)
   }
 }
 
-std::string_view client_hello_parser::check_handshake_header() {
-  if (message_[0] != handshake_type_client_hello) return hello_reason::malformed;
-  const std::size_t body_len =
-      (std::size_t{message_[1]} << 16) | (std::size_t{message_[2]} << 8) | message_[3];
-  if (body_len < min_body_bytes) return hello_reason::malformed;
-  const std::size_t message_len = handshake_header_bytes + body_len;
-  // Reject now rather than after buffering max_bytes of a hello that cannot fit.
-  if (message_len > max_bytes_ || record_header_total_ > max_bytes_ - message_len) {
-    return hello_reason::too_large;
-  }
-  message_len_ = message_len;
-  message_.reserve(message_len_);
-  return {};
-}
-
 hello_result client_hello_parser::feed(std::span<const std::uint8_t> bytes) {
   if (result_.state != hello_state::need_more) return result_;
 
@@ -240,7 +274,8 @@ hello_result client_hello_parser::feed(std::span<const std::uint8_t> bytes) {
     if (record_left_ == 0) {
       if (header_len_ == 0) {
         // A new record: its header must still fit beside the message it carries.
-        if (message_len_ != 0 && record_header_total_ + record_header_bytes > max_bytes_ - message_len_) {
+        const std::size_t message_len = message_.length();
+        if (message_len != 0 && record_header_total_ + record_header_bytes > max_bytes_ - message_len) {
           return fail(hello_reason::too_large);
         }
         record_header_total_ += record_header_bytes;
@@ -250,25 +285,16 @@ hello_result client_hello_parser::feed(std::span<const std::uint8_t> bytes) {
       continue;
     }
 
-    // Fragment bytes: take only what the message still needs, so the handshake header
-    // is judged exactly when its 4th byte arrives, and nothing past the ClientHello is
-    // consumed.
-    const std::size_t wanted =
-        (message_len_ != 0 ? message_len_ : handshake_header_bytes) - message_.size();
-    const std::size_t n = std::min({bytes.size() - pos, record_left_, wanted, max_bytes_ - consumed_});
-    assert(n != 0);  // each bound is positive here, so the loop always advances
-    const auto piece = bytes.subspan(pos, n);
-    message_.insert(message_.end(), piece.begin(), piece.end());
-    pos += n;
-    consumed_ += n;
-    record_left_ -= n;
-
-    if (message_len_ == 0) {
-      if (message_.size() < handshake_header_bytes) continue;
-      if (const auto reason = check_handshake_header(); !reason.empty()) return fail(reason);
-    }
-    if (message_.size() == message_len_) {
-      result_ = parse_body(std::span{message_}.subspan(handshake_header_bytes));
+    // Fragment bytes: the message takes what it still needs, within the record and the cap.
+    const std::size_t n = std::min({bytes.size() - pos, record_left_, max_bytes_ - consumed_});
+    const std::size_t room = record_header_total_ < max_bytes_ ? max_bytes_ - record_header_total_ : 0;
+    std::size_t used = 0;
+    const hello_result r = message_.feed(bytes.subspan(pos, n), room, used);
+    pos += used;
+    consumed_ += used;
+    record_left_ -= used;
+    if (r.state != hello_state::need_more) {
+      result_ = r;
       message_ = {};
       return result_;
     }

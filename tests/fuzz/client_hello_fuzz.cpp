@@ -87,7 +87,8 @@ outcome feed_byte_by_byte(std::span<const std::uint8_t> data, std::size_t max_by
 }
 
 bool is_reason(std::string_view r) {
-  return r == reason::not_tls || r == reason::too_large || r == reason::malformed || r == reason::sni_invalid;
+  return r == reason::not_tls || r == reason::too_large || r == reason::malformed || r == reason::sni_invalid ||
+         r == reason::sni_list_invalid;
 }
 
 bool is_acceptable_host_name(std::string_view name) {

@@ -490,7 +490,7 @@ TEST_CASE("OpenSSL ClientHello truncated at every length: need_more, never compl
   }
 }
 
-TEST_CASE("OpenSSL ClientHello over max_bytes: client_hello_too_large; at exactly max_bytes: complete",
+TEST_CASE("OpenSSL ClientHello over max_bytes: client_hello_too_large, at exactly max_bytes: complete",
           "[unit][client_hello]") {
   const auto spec = GENERATE(from_range(openssl_specs()));
   INFO(spec.label);
@@ -688,12 +688,6 @@ std::vector<invalid_case> malformed_cases() {
 std::vector<invalid_case> sni_invalid_cases() {
   const auto one_name = [](std::string name) { return hand_hello(sni_extension(name)); };
   return {
-      {"two host_names in one list",
-       hand_hello(extension(ext_server_name, server_name_data({{0, "allowed.example.org"}, {0, "evil.example.net"}}))),
-       reason::sni_invalid},
-      {"two identical host_names",
-       hand_hello(extension(ext_server_name, server_name_data({{0, "a.example.org"}, {0, "a.example.org"}}))),
-       reason::sni_invalid},
       {"empty host_name", one_name(""), reason::sni_invalid},
       {"host_name of a single dot", one_name("."), reason::sni_invalid},
       {"NUL inside host_name", one_name(std::string("allowed.example.org\0.evil.net", 29)), reason::sni_invalid},
@@ -712,7 +706,39 @@ std::vector<invalid_case> sni_invalid_cases() {
   };
 }
 
+/// RFC 6066 §3: a server_name list holds one name per type and host_name is the only
+/// type, so anything but exactly one host_name entry is refused.
+std::vector<invalid_case> sni_list_invalid_cases() {
+  const auto list = [](const std::vector<name_entry>& entries) {
+    return hand_hello(extension(ext_server_name, server_name_data(entries)));
+  };
+  return {
+      {"two host_names in one list", list({{0, "allowed.example.org"}, {0, "evil.example.net"}}),
+       reason::sni_list_invalid},
+      {"two identical host_names", list({{0, "a.example.org"}, {0, "a.example.org"}}), reason::sni_list_invalid},
+      {"unknown name_type before a host_name (first-entry readers see no name)",
+       list({{7, "opaque"}, {0, "api.example.org"}}), reason::sni_list_invalid},
+      {"unknown name_type after a host_name (first-host_name readers ignore it)",
+       list({{0, "api.example.org"}, {1, "evil.example.net"}}), reason::sni_list_invalid},
+      {"only an unknown name_type", list({{1, "x"}}), reason::sni_list_invalid},
+      {"only name_type 255 carrying a host name", list({{255, "evil.example.net"}}), reason::sni_list_invalid},
+      {"three host_names", list({{0, "a.org"}, {0, "b.org"}, {0, "c.org"}}), reason::sni_list_invalid},
+      {"a host_name and an empty unknown entry", list({{0, "a.org"}, {2, ""}}), reason::sni_list_invalid},
+      {"two host_names where the second is unacceptable: the list rule wins",
+       list({{0, "a.org"}, {0, "bad name"}}), reason::sni_list_invalid},
+  };
+}
+
 }  // namespace
+
+TEST_CASE("server_name list with anything but exactly one host_name entry: sni_list_invalid, whatever the split",
+          "[unit][client_hello]") {
+  const auto c = GENERATE(from_range(sni_list_invalid_cases()));
+  INFO(c.label);
+  const outcome expected{rejected(c.why), c.input.size()};
+  CHECK(feed_whole(c.input) == expected);
+  require_split_independent(c.input, expected);
+}
 
 TEST_CASE("structurally broken ClientHello: client_hello_malformed, whatever the split", "[unit][client_hello]") {
   const auto c = GENERATE(from_range(malformed_cases()));
@@ -762,11 +788,6 @@ TEST_CASE("hand-built valid ClientHellos: complete with the expected SNI and ECH
        std::nullopt},
       {"extension with empty data beside the SNI",
        hand_hello(concat({extension(0x0017, {}), sni_extension("a.example.org")})), "a.example.org"},
-      {"unknown name_type skipped beside a host_name",
-       hand_hello(extension(ext_server_name, server_name_data({{7, "opaque"}, {0, "api.example.org"}}))),
-       "api.example.org"},
-      {"server_name with only an unknown name_type",
-       hand_hello(extension(ext_server_name, server_name_data({{1, "x"}}))), std::nullopt},
       {"host_name with digits, hyphens and upper case kept as sent", hand_hello(sni_extension("Api-2.Example.ORG")),
        "Api-2.Example.ORG"},
       {"IPv4-looking host_name (left to the host normaliser)", hand_hello(sni_extension("192.0.2.1")), "192.0.2.1"},
@@ -822,6 +843,7 @@ TEST_CASE("reason words are the stable snake_case names used by logs and metrics
   CHECK(reason::too_large == "client_hello_too_large");
   CHECK(reason::malformed == "client_hello_malformed");
   CHECK(reason::sni_invalid == "sni_invalid");
+  CHECK(reason::sni_list_invalid == "sni_list_invalid");
 }
 
 // =======================================================================================
@@ -885,5 +907,52 @@ TEST_CASE("write the ClientHello fuzzer's seed corpus", "[.][generate_seeds]") {
     std::ofstream out{std::filesystem::path{dir} / s.file, std::ios::binary | std::ios::trunc};
     out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
     REQUIRE(out);
+  }
+}
+
+// =======================================================================================
+// The handshake-message layer on its own (shared with handshake_watch)
+
+TEST_CASE("client_hello_message: one ClientHello from the handshake stream, never past its last byte",
+          "[unit][client_hello]") {
+  using egress::proxy::client_hello_message;
+  const bytes stream = handshake_stream(make_openssl_hello({"tls13", TLS1_3_VERSION, "api.example.org", 0}));
+  const bytes with_more = concat({stream, bytes{0x01, 0x00}});
+
+  SECTION("whole, with bytes after it: complete, those bytes not consumed") {
+    client_hello_message m;
+    std::size_t used = 0;
+    const auto r = m.feed(with_more, 100000, used);
+    CHECK(r == completed("api.example.org", 0).result);
+    CHECK(used == stream.size());
+    CHECK(m.length() == stream.size());
+    CHECK(m.size() == stream.size());
+    CHECK(m.feed(with_more, 100000, used) == r);
+    CHECK(used == 0);
+  }
+  SECTION("one byte at a time: need_more, length known after the 4th byte") {
+    client_hello_message m;
+    for (std::size_t i = 0; i + 1 < stream.size(); ++i) {
+      std::size_t used = 0;
+      REQUIRE(m.feed(std::span{stream}.subspan(i, 1), 100000, used).state == hello_state::need_more);
+      REQUIRE(used == 1);
+      REQUIRE(m.length() == (i >= 3 ? stream.size() : 0));
+    }
+    std::size_t used = 0;
+    CHECK(m.feed(std::span{stream}.last(1), 100000, used).state == hello_state::complete);
+  }
+  SECTION("room below the declared length: too large on the 4th byte") {
+    client_hello_message m;
+    std::size_t used = 0;
+    CHECK(m.feed(stream, stream.size() - 1, used) == rejected(reason::too_large));
+    CHECK(used == 4);
+    client_hello_message exact;
+    CHECK(exact.feed(stream, stream.size(), used).state == hello_state::complete);
+  }
+  SECTION("not a ClientHello: malformed on the 4th byte") {
+    client_hello_message m;
+    std::size_t used = 0;
+    CHECK(m.feed(bytes{20, 0, 0, 12, 1, 2, 3}, 100000, used) == rejected(reason::malformed));
+    CHECK(used == 4);
   }
 }

@@ -1,6 +1,11 @@
 #pragma once
 /// Incremental TLS ClientHello parser: finds the SNI host name a client is about to ask
-/// an upstream for. Pure: takes bytes, returns values; no sockets, Asio or TLS library.
+/// an upstream for. Two layers: `client_hello_message` reassembles and parses one
+/// ClientHello handshake message from handshake-record payload (shared with
+/// handshake_watch, which checks every later hello of the handshake), and
+/// `client_hello_parser` adds the record layer for the first hello of a connection.
+/// Pure: takes bytes, returns values; no sockets, Asio or TLS library, no policy (the
+/// SNI is judged in acl.cpp's check_sni).
 
 #include <array>
 #include <cstddef>
@@ -24,6 +29,10 @@ inline constexpr std::string_view too_large = "client_hello_too_large";
 inline constexpr std::string_view malformed = "client_hello_malformed";
 /// The server_name extension is well framed but its host_name is not acceptable.
 inline constexpr std::string_view sni_invalid = "sni_invalid";
+/// The server_name list is well framed but does not hold exactly one entry, of type
+/// host_name (RFC 6066 §3 allows one name per type and defines only host_name; parsers
+/// that take the first entry and parsers that take the first host_name disagree).
+inline constexpr std::string_view sni_list_invalid = "sni_list_invalid";
 }  // namespace hello_reason
 
 /// Where the parser stands after a `feed`.
@@ -40,13 +49,52 @@ struct hello_result {
   std::string_view reason;
   /// complete: the SNI host_name exactly as sent (case and one trailing dot kept; not
   /// normalised: compare through `common::normalize_host`). nullopt when the hello has no
-  /// server_name extension, or one without a host_name entry. Always nullopt unless complete.
+  /// server_name extension (a list without its one host_name is invalid, never nullopt).
+  /// Always nullopt unless complete.
   std::optional<std::string> server_name;
   /// complete: an encrypted_client_hello (0xfe0d) extension was present, so
   /// `server_name` is the ECH public name, not the name the client will really use.
   bool encrypted_client_hello = false;
 
   friend bool operator==(const hello_result&, const hello_result&) = default;
+};
+
+/// One ClientHello handshake message (RFC 8446 §4: msg_type 1, uint24 length, body),
+/// reassembled from the handshake stream that handshake records carry (their fragments
+/// back to back, record headers stripped) and parsed when its last byte arrives. The
+/// handshake-header and body rules and the reasons are those of `client_hello_parser`
+/// below (which is this class plus the record layer); the caller owns the record layer.
+///
+/// Units: bytes. Memory: the message (<= the `room` given when its header completed),
+/// allocated once its length is known and released when the result is final.
+/// Concurrency: none. Source: RFC 8446 §4, §4.1.2; RFC 6066 §3.
+class client_hello_message {
+public:
+  /// Consumes the next bytes of the handshake stream, never past the message's last byte,
+  /// and returns where the message stands. `room`: the most bytes the whole message
+  /// (4 + length) may have; read when the 4th header byte arrives, a larger declared
+  /// length is `client_hello_too_large` at once. `used` (out): bytes of `bytes` consumed
+  /// (all of them while need_more, up to the deciding byte otherwise). Once the result is
+  /// final, further feeds consume nothing and return it again. Any split works.
+  hello_result feed(std::span<const std::uint8_t> bytes, std::size_t room, std::size_t& used);
+
+  /// 4 + the declared body length once the handshake header is in; 0 before.
+  std::size_t length() const noexcept { return length_; }
+
+  /// Bytes of the message consumed so far (header included).
+  std::size_t size() const noexcept { return consumed_; }
+
+  /// The current result, as the last `feed` returned it.
+  const hello_result& result() const noexcept { return result_; }
+
+private:
+  const hello_result& fail(std::string_view reason);
+
+  /// The message so far (header, then body); empty again once the result is final.
+  std::vector<std::uint8_t> message_;
+  std::size_t length_ = 0;
+  std::size_t consumed_ = 0;
+  hello_result result_;
 };
 
 /// Reassembles and checks the first TLS ClientHello of a connection, fed in pieces as
@@ -75,12 +123,13 @@ struct hello_result {
 ///     extension_type               2
 ///     extension_data               2 + 0..(bytes left in the block)
 ///   server_name extension_data (extension_type 0, RFC 6066 §3):
-///     server_name_list             2 + 1..65535, exactly filling extension_data
-///       name_type                  1        0 = host_name; at most one host_name
+///     server_name_list             2 + 1..65535, exactly filling extension_data; framed
+///                                  as entries of (name_type 1, name 2 + n) (RFC 6066 §3:
+///                                  future types begin with a 16-bit length), and then
+///                                  required to hold exactly one entry, of name_type 0
+///       name_type                  1        0 = host_name
 ///       name                       2 + n    host_name: 1..253 bytes of A-Z a-z 0-9 '-'
 ///                                           '.', plus one optional trailing '.'.
-///                                           Other name types are skipped (RFC 6066 §3:
-///                                           future types begin with a 16-bit length)
 ///   encrypted_client_hello (extension_type 0xfe0d, draft-ietf-tls-esni): only its
 ///   presence is reported.
 ///
@@ -107,9 +156,10 @@ struct hello_result {
 ///                            bytes over; legacy_version major != 3; session_id > 32;
 ///                            cipher_suites odd or empty; no compression method; a
 ///                            duplicate extension_type; an empty server_name_list
-///   sni_invalid              more than one host_name (RFC 6066 §3), or a host_name that
-///                            is empty, over-long, or has a byte outside LDH and '.'
-///                            (NUL, '_', space, bytes >= 0x80, ...)
+///   sni_list_invalid         a well-framed server_name_list with more than one entry or
+///                            whose one entry is not a host_name (RFC 6066 §3)
+///   sni_invalid              the one host_name is empty, over-long, or has a byte
+///                            outside LDH and '.' (NUL, '_', space, bytes >= 0x80, ...)
 ///
 /// The result depends only on the byte stream, never on how it was split into feeds;
 /// `bytes_fed()` too.
@@ -147,7 +197,6 @@ private:
 
   const hello_result& fail(std::string_view reason);
   std::string_view take_record_header_byte(std::uint8_t byte);
-  std::string_view check_handshake_header();
 
   std::size_t max_bytes_;
   std::size_t consumed_ = 0;
@@ -157,11 +206,8 @@ private:
   std::size_t header_len_ = 0;
   /// Fragment bytes of the current record not yet consumed; 0 = a header comes next.
   std::size_t record_left_ = 0;
-  /// The handshake message so far: 4-byte header, then the ClientHello body.
-  std::vector<std::uint8_t> message_;
-  /// 4 + handshake length once the handshake header is in; 0 before (never 0 after,
-  /// since a body is at least 41 bytes).
-  std::size_t message_len_ = 0;
+  /// The handshake message: header, then the ClientHello body.
+  client_hello_message message_;
   hello_result result_;
 };
 
