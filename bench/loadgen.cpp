@@ -3,7 +3,9 @@
 // Every client connection runs in "SNI mode": CONNECT NAME:PORT through the proxy (or a
 // plain dial with --direct), wait for the 200, then send a real TLS ClientHello that
 // OpenSSL made over memory BIOs with SNI = NAME. The upstream does not speak TLS: it skips
-// the ClientHello record(s) by their headers, then serves one test command.
+// the ClientHello record(s) by their headers, answers with one ServerHello record (so a
+// proxy that watches the handshake sees it end, as with a real server; the client waits for
+// it), then serves test commands.
 //
 // Shape of a command (client -> upstream, after the ClientHello), 9 bytes:
 //   op:1 | a:4 (big-endian) | b:4 (big-endian)
@@ -339,6 +341,24 @@ awaitable<std::string_view> skip_client_hello(reader& in) {
   }
 }
 
+/// The upstream's answer to a ClientHello: one TLS record holding a minimal ServerHello
+/// (legacy_version 0x0303, a random that is not the HelloRetryRequest value, empty session
+/// id, TLS_AES_128_GCM_SHA256, no compression, no extensions; RFC 8446 §4.1.3). It is not a
+/// handshake anyone could finish; it is what a proxy that watches the handshake (every
+/// ClientHello is checked until the server's real ServerHello, issue #10) needs to see
+/// before the client's next bytes are passed on, and the client waits for it as a TLS
+/// client waits for the server's first flight: the round trip a real handshake costs.
+constexpr std::array<unsigned char, 49> server_hello_record = [] {
+  std::array<unsigned char, 49> r{};
+  const unsigned char head[] = {22, 3, 3, 0, 44, 2, 0, 0, 40, 3, 3};
+  for (std::size_t i = 0; i < sizeof head; ++i) r[i] = head[i];
+  for (std::size_t i = 0; i < 32; ++i) r[11 + i] = static_cast<unsigned char>(0x5a ^ i);  // the random
+  // [43] session id length 0, [44..45] cipher suite, [46] compression 0, [47..48] no extensions
+  r[44] = 0x13;
+  r[45] = 0x01;
+  return r;
+}();
+
 awaitable<void> upstream_session(tcp::socket s, upstream_stats& st) {
   ++st.accepted;
   ++st.active;
@@ -352,6 +372,10 @@ awaitable<void> upstream_session(tcp::socket s, upstream_stats& st) {
     co_return;
   }
   ++st.hellos;
+  if (auto [wec, wn] = co_await asio::async_write(s, asio::buffer(server_hello_record), nothrow); wec) {
+    --st.active;
+    co_return;
+  }
   for (;;) {
     if (co_await in.need(command_bytes)) break;  // the client closed between commands
     char op = in.data()[0];
@@ -630,6 +654,17 @@ awaitable<bool> open_tunnel(client_run& r, slot& s) {
   auto [hec, hn] = co_await asio::async_write(s.sock, asio::buffer(r.hello), nothrow);
   if (hec) {
     r.fail(s, "client_hello", hec);
+    co_return false;
+  }
+  // The upstream's ServerHello record comes before any command goes out.
+  std::array<unsigned char, server_hello_record.size()> answer;
+  auto [sec, sn] = co_await asio::async_read(s.sock, asio::buffer(answer), nothrow);
+  if (sec) {
+    r.fail(s, "server_hello", sec);
+    co_return false;
+  }
+  if (answer != server_hello_record) {
+    r.fail(s, "server_hello: not the upstream's record");
     co_return false;
   }
   co_return true;

@@ -11,6 +11,7 @@
 #include "context.hpp"
 
 #include "egress/common/host_name.hpp"
+#include "egress/proxy/handshake_watch.hpp"
 #include "egress/proxy/log.hpp"
 #include "egress/proxy/readiness.hpp"
 
@@ -92,9 +93,21 @@ auto async_ready(const asio::any_io_executor& ex, stream& s, int dir, Token&& to
       token);
 }
 
+/// A tunnel's TLS handshake while it is still watched (handshake_watch): the watch and
+/// the client bytes it holds (fed, not yet released: a ClientHello in progress).
+struct watched_handshake {
+  handshake_watch watch;
+  std::string held;
+};
+
 /// The relay's state of an established tunnel. Index d: 1 = client -> upstream,
-/// 0 = upstream -> client. Read and written by relay.cpp only.
+/// 0 = upstream -> client. Read and written by relay.cpp only (the session creates
+/// `hello` when it opens the tunnel).
 struct tunnel_state {
+  /// Set from the tunnel's opening until the handshake can carry no other ClientHello:
+  /// both directions are copied (never spliced) and inspected meanwhile. Freed then, so an
+  /// idle tunnel holds none of it.
+  std::unique_ptr<watched_handshake> hello;
   bool ended = false;
   bool done[2] = {false, false};      ///< EOF read and passed on
   bool bulk[2] = {false, false};      ///< a read filled the whole buffer: splice from now on

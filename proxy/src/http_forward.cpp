@@ -7,6 +7,7 @@
 #include "egress/proxy/http_syntax.hpp"
 
 #include <algorithm>
+#include <optional>
 
 namespace egress::proxy {
 namespace {
@@ -35,29 +36,41 @@ asio::awaitable<bool> relay_length(std::shared_ptr<connection> c, stream& from, 
   co_return true;
 }
 
+// Feeds `piece` to the scanner and writes what it lets through: the chunks as received,
+// and once the body is complete the trailer section the scanner rebuilt (fields that
+// frame or route a message refused, hop-by-hop ones dropped: never relayed raw). Returns
+// the bytes of `piece` that belonged to the body, or nullopt when the body is refused or
+// the write failed.
+asio::awaitable<std::optional<std::size_t>> chunked_piece(connection& c, stream& to, chunked_scanner& scan,
+                                                          std::string_view piece, std::uint64_t& count) {
+  auto st = scan.step(piece);
+  if (scan.status() == chunked_scanner::state::error) co_return std::nullopt;  // nothing of it goes on
+  if (st.verbatim > 0 && co_await write_all(c, to, piece.substr(0, st.verbatim))) co_return std::nullopt;
+  count += st.verbatim;
+  if (scan.status() == chunked_scanner::state::done) {
+    auto trailer = scan.trailer_section();
+    if (co_await write_all(c, to, trailer)) co_return std::nullopt;
+    count += trailer.size();
+  }
+  co_return st.consumed;
+}
+
 // Copies a chunked body until its last chunk and trailer; bytes after it stay in `pending`.
 asio::awaitable<bool> relay_chunked(std::shared_ptr<connection> c, stream& from, stream& to,
                                      std::string& pending, std::uint64_t& count) {
   chunked_scanner scan;
-  std::size_t k = scan.feed(pending);
-  if (scan.status() == chunked_scanner::state::error) co_return false;
-  if (k > 0) {
-    if (co_await write_all(*c, to, std::string_view(pending.data(), k))) co_return false;
-    pending.erase(0, k);
-    count += k;
-  }
+  auto used = co_await chunked_piece(*c, to, scan, pending, count);
+  if (!used) co_return false;
+  pending.erase(0, *used);
   std::string chunk;
   while (scan.status() == chunked_scanner::state::body) {
     chunk.clear();
     auto ec = co_await read_into(*c, from, chunk, relay_buffer().size());
     if (ec) co_return false;
     c->last_activity = steady::now();
-    std::size_t used = scan.feed(chunk);
-    if (scan.status() == chunked_scanner::state::error) co_return false;
-    pending.append(chunk, used, std::string::npos);  // the next pipelined message
-    chunk.resize(used);
-    if (co_await write_all(*c, to, chunk)) co_return false;
-    count += used;
+    used = co_await chunked_piece(*c, to, scan, chunk, count);
+    if (!used) co_return false;
+    pending.append(chunk, *used, std::string::npos);  // the next pipelined message
   }
   co_return true;
 }

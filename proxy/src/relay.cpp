@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
+#include <span>
 
 namespace egress::proxy {
 namespace {
@@ -103,6 +105,38 @@ void relay_eof(proxy_context& ctx, const std::shared_ptr<connection>& c, int d) 
   ::shutdown(to.fd, SHUT_WR);
 }
 
+// The handshake watch refused a byte stream: nothing more moves either way; the decision
+// line says deny with the watch's reason (end "refused").
+void refuse(proxy_context& ctx, const std::shared_ptr<connection>& c, std::string_view reason) {
+  c->rec.allowed = false;
+  c->rec.reason = reason;
+  c->end_cause = "refused";
+  relay_end(ctx, c);
+}
+
+// Direction d read `n` bytes into `buf` while the handshake is watched: the watch sees
+// them first; returns how many bytes of `out` (which is `buf` itself upstream->client, the
+// held bytes client->upstream) may go on now, or nullopt when the tunnel was refused.
+std::optional<std::string_view> watched(proxy_context& ctx, const std::shared_ptr<connection>& c, int d, const char* buf,
+                                        std::size_t n) {
+  auto& h = *c->pump.hello;
+  auto bytes = std::span(reinterpret_cast<const std::uint8_t*>(buf), n);
+  if (d == 0) {
+    if (auto why = h.watch.feed_server(bytes); !why.empty()) {
+      refuse(ctx, c, why);
+      return std::nullopt;
+    }
+    return std::string_view(buf, n);
+  }
+  auto step = h.watch.feed_client(bytes);
+  if (!step.refusal.empty()) {
+    refuse(ctx, c, step.refusal);
+    return std::nullopt;
+  }
+  h.held.append(buf, n);
+  return std::string_view(h.held.data(), step.forward);
+}
+
 void relay_pump(proxy_context& ctx, const std::shared_ptr<connection>& c, int d) {
   auto& t = c->pump;
   if (t.ended || t.done[d]) return;
@@ -118,6 +152,7 @@ void relay_pump(proxy_context& ctx, const std::shared_ptr<connection>& c, int d)
     }
     if (!from.readable) return release_pipe(t, d);
     std::size_t n = 0;
+    if (t.hello) t.bulk[d] = false;  // a watched handshake is copied: the watch sees every byte
     if (t.bulk[d] && t.pipe[d][0] < 0) t.pipe[d] = pipes().take();
     if (t.bulk[d] && t.pipe[d][0] >= 0) {
       ssize_t r = ::splice(from.fd, nullptr, t.pipe[d][1], nullptr, pipe_pool::capacity_bytes,
@@ -140,12 +175,22 @@ void relay_pump(proxy_context& ctx, const std::shared_ptr<connection>& c, int d)
       if (ec == asio::error::eof) return relay_eof(ctx, c, d);
       if (ec) return relay_end(ctx, c, true);
       if (n == buf.size()) t.bulk[d] = true;
+      std::string_view out(buf.data(), n);
+      if (t.hello) {
+        auto go = watched(ctx, c, d, buf.data(), n);
+        if (!go) return;
+        out = *go;
+      }
       std::size_t w = 0;
-      if (to.writable) {
-        w = send_some(to, buf.data(), n, ec);
+      if (to.writable && !out.empty()) {
+        w = send_some(to, out.data(), out.size(), ec);
         if (ec && ec != asio::error::would_block) return relay_end(ctx, c, true);
       }
-      if (w < n) t.pending[d].assign(buf.data() + w, buf.data() + n);
+      if (w < out.size()) t.pending[d].assign(out.data() + w, out.data() + out.size());
+      if (t.hello) {
+        if (d == 1) t.hello->held.erase(0, out.size());
+        if (t.hello->watch.done()) t.hello.reset();  // from here both directions may splice
+      }
     }
     count += n;
     c->last_activity = steady::now();

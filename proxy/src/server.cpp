@@ -284,6 +284,7 @@ private:
       return;
     }
     metrics_.reload(true);
+    log_init(snap_->cfg.proxy.log.buffer_bytes);  // a new buffer size applies now
     revoke_tunnels();
     log_event("info", "reloaded", opts_.config_path + " sha256 " + file_sha256(opts_.config_path) + ": " +
                                       std::to_string(snap_->cfg.allowlist.size()) +

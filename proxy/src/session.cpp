@@ -69,18 +69,32 @@ asio::awaitable<std::optional<hello_result>> read_client_hello(const std::shared
 }
 
 // The checked ClientHello goes upstream and the connection becomes a tunnel (the relay
-// owns it from here: true), or the write fails and the decision is logged (false).
+// owns it from here: true), or the write fails and the decision is logged (false). The
+// handshake watch starts here, fed from the client's first byte: it re-checks the first
+// hello (so it knows where that hello ends inside its record), holds whatever follows it
+// that is not yet checked, and the relay keeps it until no other ClientHello can come
+// (after a HelloRetryRequest the client sends a second one, RFC 8446 §4.1.4).
 asio::awaitable<bool> open_tunnel(proxy_context& ctx, const std::shared_ptr<connection>& c, const snapshot& snap,
-                                  common::host host, const std::string& hello, decision_record& rec,
-                                  steady::time_point start) {
+                                  common::host host, bool allow_missing_sni, const std::string& hello,
+                                  decision_record& rec, steady::time_point start) {
   const auto& p = snap.cfg.proxy;
+  auto watched = std::make_unique<watched_handshake>(
+      watched_handshake{handshake_watch(host, allow_missing_sni, p.allow_ech, p.limits.max_client_hello_bytes), {}});
+  auto step = watched->watch.feed_client(std::span(reinterpret_cast<const std::uint8_t*>(hello.data()), hello.size()));
+  if (!step.refusal.empty()) {  // e.g. junk after the hello inside its record
+    rec.reason = step.refusal;
+    ctx.decided(rec, start);
+    co_return false;
+  }
+  watched->held.assign(hello, step.forward, std::string::npos);
   rec.allowed = true;
   rec.reason = "allowed";
-  if (auto fec = co_await write_all(*c, c->upstream, hello)) {
+  if (auto fec = co_await write_all(*c, c->upstream, std::string_view(hello.data(), step.forward))) {
     rec.end = "error";
     ctx.decided(rec, start);
     co_return false;
   }
+  c->pump.hello = std::move(watched);
   c->bytes_up = hello.size();
   c->rec = std::move(rec);
   c->start = start;
@@ -114,7 +128,7 @@ asio::awaitable<bool> tunnel(proxy_context& ctx, std::shared_ptr<connection> c, 
     ctx.decided(rec, start);
     co_return false;
   }
-  co_return co_await open_tunnel(ctx, c, *snap, std::move(host), hello, rec, start);
+  co_return co_await open_tunnel(ctx, c, *snap, std::move(host), p.allow_missing_sni, hello, rec, start);
 }
 
 }  // namespace
@@ -184,7 +198,7 @@ asio::awaitable<bool> sni_session(std::shared_ptr<proxy_context> self, std::shar
     ctx.decided(rec, start);
     co_return false;
   }
-  co_return co_await open_tunnel(ctx, c, *snap, std::move(host), hello, rec, start);
+  co_return co_await open_tunnel(ctx, c, *snap, std::move(host), false, hello, rec, start);
 }
 
 decision rejudge_tunnel(const snapshot& snap, const connection& c) {
@@ -228,6 +242,25 @@ asio::awaitable<bool> session(std::shared_ptr<proxy_context> self, std::shared_p
     if (ctx.draining()) {
       co_await refuse(ctx, c, rec, "draining", start);
       co_return false;
+    }
+    if (req.answer_locally) {
+      // TRACE/OPTIONS with Max-Forwards: 0 (RFC 9110 §7.6.2): this hop is the final
+      // recipient. Only for a target the allowlist allows; nothing is dialled.
+      if (auto a = check_target(snap->cfg.allowlist, req.host, req.port); !a.allowed) {
+        co_await refuse(ctx, c, rec, a.reason, start);
+        co_return false;
+      }
+      auto answer = local_answer(req);
+      rec.allowed = true;
+      rec.reason = answered_locally;
+      rec.status = answer.status;
+      rec.end = "complete";
+      c->arm(snap->cfg.proxy.limits.idle_timeout);
+      bool written = !co_await write_all(*c, c->client, answer.bytes);
+      ctx.decided(rec, start);
+      if (!written || !answer.keep_alive || ctx.draining()) co_return false;
+      buf.erase(0, head_len);
+      continue;
     }
     auto d = co_await admit(ctx, c, snap, req.host, req.port, rec);
     if (!d.allowed) {

@@ -120,6 +120,14 @@ class TrailerTest(h.ProxyTestCase):
         self.assertEqual(self.http.connection(0).body, chunked)
 
 
+    def test_hop_by_hop_trailer_fields_are_dropped_and_the_rest_relayed(self):
+        c = self.client()
+        c.send(b"POST http://%s/up HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n0\r\nConnection: close\r\nX-Checksum: abc\r\nProxy-Authorization: x\r\n\r\n"
+               % (self.a, self.a))
+        self.assertEqual(c.read_response()[0], 200)
+        self.assertEqual(self.http.connection(0).body, b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n")
+
 class MaxForwardsTest(h.ProxyTestCase):
 
     def setUp(self):
@@ -137,6 +145,29 @@ class MaxForwardsTest(h.ProxyTestCase):
                 rec = self.http.connection(0)
                 self.assertEqual(rec.request_line, "%s %s HTTP/1.1" % (method.decode(), path.decode()))
                 self.assertIn(("Max-Forwards", "2"), rec.fields)
+
+    def test_trace_and_options_at_max_forwards_0_are_answered_by_the_proxy(self):
+        for method in (b"TRACE", b"OPTIONS"):
+            with self.subTest(method=method):
+                before = self.http.count()
+                c = self.client()
+                c.send(b"%s http://%s/x HTTP/1.1\r\nHost: %s\r\nMax-Forwards: 0\r\nAuthorization: secret\r\n\r\n"
+                       % (method, self.a, self.a))
+                status, headers, body = c.read_response()
+                self.assertEqual(status, 200, headers)
+                if method == b"TRACE":
+                    self.assertEqual(headers.get("content-type"), "message/http")
+                    self.assertIn(b"TRACE http://%s/x HTTP/1.1" % self.a, body)
+                    self.assertNotIn(b"secret", body)
+                # keep-alive: the same connection serves the next request
+                c.send(b"GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n" % (self.a, self.a))
+                self.assertEqual(c.read_response()[0], 200)
+                self.assertEqual(self.http.count(), before + 1, "the Max-Forwards: 0 request was forwarded")
+                d = self.proxy.wait_decision(method=method.decode())
+                self.assertEqual((d["verdict"], d["reason"]), ("allow", "answered_locally"), d)
+        # a host off the allowlist is refused, not answered
+        self.refused(b"TRACE http://example.org/ HTTP/1.1\r\nHost: example.org\r\nMax-Forwards: 0\r\n\r\n",
+                     403, "host_not_allowed")
 
     def test_options_for_the_whole_server_is_forwarded_as_asterisk(self):
         c = self.client()

@@ -1343,7 +1343,10 @@ class ProxyTestCase(unittest.TestCase):
             missing = [f for f in DECISION_FIELDS if f not in d]
             self.assertEqual(missing, [], "decision line without %s: %r" % (missing, d))
             self.assertIn(d["verdict"], ("allow", "deny"), d)
-            if d["verdict"] == "allow":
+            if d["verdict"] == "allow" and d["reason"] == "answered_locally":  # Max-Forwards: 0
+                self.assertEqual(d["end"], "complete", d)
+                self.assertNotIn("upstream", d, d)
+            elif d["verdict"] == "allow":
                 self.assertEqual(d["reason"], "allowed", d)
                 for f in ("upstream", "connect_ms", "end"):
                     self.assertIn(f, d, "allowed decision without %s" % f)

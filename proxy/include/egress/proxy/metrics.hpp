@@ -64,7 +64,7 @@ private:
   std::uint64_t bytes_down_ = 0;
   std::uint64_t reloads_ok_ = 0;
   std::uint64_t reloads_failed_ = 0;
-  std::map<std::string_view, std::uint64_t> tunnels_ended_by_{{"revoked", 0}, {"max_lifetime", 0}};
+  std::map<std::string_view, std::uint64_t> tunnels_ended_by_{{"revoked", 0}, {"max_lifetime", 0}, {"refused", 0}};
   histogram dns_;
   histogram connect_;
 };
