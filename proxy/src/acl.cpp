@@ -115,10 +115,12 @@ dns_decision check_dns_question(const common::config& cfg, const dns::question& 
   for (const auto& domain : d.cluster_domains)
     if (dns::name_at_or_under(q.name, domain)) return {dns_action::forward, true, "cluster_forward"};
   const dns_decision not_allowed{dns_action::nxdomain, false, "name_not_allowed"};
+  const dns_decision exists{dns_action::nodata, false, "name_not_allowed"};
   std::optional<common::host> host;
   try {
     auto text = dns::name_dotted(q.name);
-    if (!text || text->empty()) return not_allowed;
+    if (!text) return not_allowed;
+    if (text->empty()) return exists;  // the root
     auto h = common::normalize_host(*text, common::host_syntax::bare);
     if (!h || h->is_ip()) return not_allowed;
     host = std::move(*h);
@@ -134,9 +136,9 @@ dns_decision check_dns_question(const common::config& cfg, const dns::question& 
   for (const auto& e : cfg.allowlist)
     if (!e.pattern.base.is_ip() && (is_ancestor(host->text, e.pattern.base.text) ||
                                     (e.pattern.wildcard && e.pattern.base.text == host->text)))
-      return {dns_action::nodata, false, "name_not_allowed"};
+      return exists;
   for (const auto& domain : d.cluster_domains)
-    if (is_ancestor(host->text, domain)) return {dns_action::nodata, false, "name_not_allowed"};
+    if (is_ancestor(host->text, domain)) return exists;
   return not_allowed;
 }
 

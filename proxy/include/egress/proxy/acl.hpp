@@ -106,8 +106,8 @@ struct dns_decision {
 ///     "allowlisted"; HTTPS (65) and SVCB (64): nodata, denied, "https_record_withheld"
 ///     (no ECH configs or alternative endpoints reach the client, RFC 9460); any other
 ///     type, or a family without an answer address: nodata, allowed, "allowlisted_nodata".
-///  5. A name above an allowlisted name or a cluster domain ("wikidata.org" when only
-///     "www.wikidata.org" is listed, "local" for "cluster.local"): nodata, denied,
+///  5. The root, or a name above an allowlisted name or a cluster domain ("wikidata.org"
+///     when only "www.wikidata.org" is listed, "local" for "cluster.local"): nodata, denied,
 ///     "name_not_allowed": it exists as an empty non-terminal, and NXDOMAIN would tell
 ///     an RFC 8020 cache that nothing below it exists either.
 ///  6. Anything else (a name that is not a host name, an IP literal, every other name):
