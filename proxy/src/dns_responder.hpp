@@ -16,9 +16,10 @@
 ///     answers;
 ///   - every other name: NXDOMAIN, and no packet leaves the responder. NXDOMAIN rather than
 ///     REFUSED: it is the truthful answer in this view of the namespace (the name does
-///     not exist for this client), it is final (glibc, musl and Go move on to the next
-///     server after REFUSED and end in "temporary failure" after retries and timeouts,
-///     so clients would hang and retry instead of failing fast with "not found").
+///     not exist for this client) and it is final, while after REFUSED glibc moves on to
+///     the next server and reports a temporary failure (EAI_AGAIN, which clients retry)
+///     and musl ignores the answer and waits out its timeout: clients would retry or
+///     hang instead of failing fast with "not found".
 /// Answers carry AA=1 and RA=0: the responder never recurses, it answers from
 /// configuration (see dns::build_response for why AA must then be set), and no SOA in
 /// negative answers (nothing to be authoritative for; caches then do not keep them, so
