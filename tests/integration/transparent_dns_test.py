@@ -384,6 +384,26 @@ class StandaloneResponderTest(ResponderChecks, unittest.TestCase):
         return StandaloneResponder(self.dir, yaml.safe_dump(config, sort_keys=False))
 
 
+    def test_port_53_without_privileges_fails_with_a_clear_message(self):
+        setpriv = shutil.which("setpriv")
+        if os.geteuid() != 0 or not setpriv:
+            self.skipTest("needs root and setpriv(1) to run the harness as nobody")
+        self.responder.stop()  # it holds the port; the unprivileged one must fail on EACCES, not EADDRINUSE
+        directory = Path(tempfile.mkdtemp(prefix="nobody-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        config = directory / "proxy.yaml"
+        config.write_text(yaml.safe_dump(self.config(), sort_keys=False))
+        os.chmod(directory, 0o755)
+        os.chmod(config, 0o644)
+        res = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", HARNESS, "--config", str(config)],
+                             capture_output=True, timeout=20)
+        self.assertEqual(res.returncode, 1, res.stderr)
+        err = res.stderr.decode()
+        for part in ("dns responder", "%s:%d" % (DNS_HOST, DNS_PORT), "Permission denied",
+                     "net.ipv4.ip_unprivileged_port_start", "CAP_NET_BIND_SERVICE"):
+            self.assertIn(part, err)
+
+
 class ProxyResponderTest(ResponderChecks, unittest.TestCase):
     """egress-proxy itself with proxy.capture dns. Skipped until server.cpp starts the
     responder: it must then answer on proxy.dns.listen_address:port."""
