@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <utility>
 
 namespace egress::proxy {
@@ -90,6 +91,55 @@ decision check_sni(const hello_result& hello, const common::host& connect_host, 
   if (sni->is_ip()) return decision::deny("sni_ip_literal");
   if (sni->text != connect_host.text || connect_host.is_ip()) return decision::deny("sni_mismatch");
   return decision::allow();
+}
+
+bool name_allowlisted(const std::vector<common::allow_entry>& allowlist, const common::host& host) noexcept {
+  if (host.is_ip()) return false;
+  return std::any_of(allowlist.begin(), allowlist.end(), [&](const common::allow_entry& e) { return e.pattern.matches(host); });
+}
+
+namespace {
+
+// `name` (normalised dotted text) is a proper ancestor of `below`: "wikidata.org" of
+// "www.wikidata.org", on a label boundary.
+bool is_ancestor(std::string_view name, std::string_view below) noexcept {
+  return below.size() > name.size() + 1 && below.ends_with(name) && below[below.size() - name.size() - 1] == '.';
+}
+
+}  // namespace
+
+dns_decision check_dns_question(const common::config& cfg, const dns::question& q) noexcept {
+  const auto& d = cfg.proxy.dns;
+  if (q.klass != dns::class_in) return {dns_action::refused, false, "class_not_in"};
+  if (q.type == dns::type_axfr || q.type == dns::type_ixfr) return {dns_action::refused, false, "zone_transfer_refused"};
+  for (const auto& domain : d.cluster_domains)
+    if (dns::name_at_or_under(q.name, domain)) return {dns_action::forward, true, "cluster_forward"};
+  const dns_decision not_allowed{dns_action::nxdomain, false, "name_not_allowed"};
+  const dns_decision exists{dns_action::nodata, false, "name_not_allowed"};
+  std::optional<common::host> host;
+  try {
+    auto text = dns::name_dotted(q.name);
+    if (!text) return not_allowed;
+    if (text->empty()) return exists;  // the root
+    auto h = common::normalize_host(*text, common::host_syntax::bare);
+    if (!h || h->is_ip()) return not_allowed;
+    host = std::move(*h);
+  } catch (...) {  // std::bad_alloc on a name of at most 253 bytes: fail closed
+    return not_allowed;
+  }
+  if (name_allowlisted(cfg.allowlist, *host)) {
+    if (q.type == dns::type_https || q.type == dns::type_svcb) return {dns_action::nodata, false, "https_record_withheld"};
+    if ((q.type == dns::type_a && d.answer_ipv4) || (q.type == dns::type_aaaa && d.answer_ipv6))
+      return {dns_action::answer, true, "allowlisted"};
+    return {dns_action::nodata, true, "allowlisted_nodata"};
+  }
+  for (const auto& e : cfg.allowlist)
+    if (!e.pattern.base.is_ip() && (is_ancestor(host->text, e.pattern.base.text) ||
+                                    (e.pattern.wildcard && e.pattern.base.text == host->text)))
+      return exists;
+  for (const auto& domain : d.cluster_domains)
+    if (is_ancestor(host->text, domain)) return exists;
+  return not_allowed;
 }
 
 }  // namespace egress::proxy

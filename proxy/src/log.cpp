@@ -319,6 +319,45 @@ void restore_stdout_flags() {
 
 }  // namespace
 
+std::string format_dns(const dns_record& r, std::chrono::system_clock::time_point now) {
+  std::string out;
+  out.reserve(256);
+  out += "{\"time\":";
+  append_time(out, now);
+  key(out, field::event);
+  out += "\"dns\"";
+  key(out, field::client);
+  append_json_string(out, r.client);
+  key(out, field::transport);
+  append_json_string(out, r.transport, 8);
+  key(out, field::qname);
+  append_json_string(out, r.qname);
+  key(out, field::qtype);
+  append_json_string(out, r.qtype, 16);
+  key(out, field::verdict);
+  out += r.allowed ? "\"allow\"" : "\"deny\"";
+  key(out, field::reason);
+  append_json_string(out, r.reason);
+  key(out, field::rcode);
+  append_json_string(out, r.rcode, 16);
+  if (!r.detail.empty()) {
+    key(out, field::detail);
+    append_json_string(out, r.detail);
+  }
+  if (!r.upstream.empty()) {
+    key(out, field::upstream);
+    append_json_string(out, r.upstream);
+  }
+  if (r.truncated) {
+    key(out, field::tc);
+    out += "true";
+  }
+  key(out, field::total_ms);
+  append_ms(out, r.total_ms);
+  out += '}';
+  return out;
+}
+
 void write_line(std::string_view line) {
   if (sink().initialised) return sink().write(line);
   std::string buf;

@@ -61,12 +61,19 @@ void histogram::render(std::string& out, std::string_view name, std::string_view
 
 void metrics::decision(bool allowed, std::string_view reason) { ++decisions_[{allowed, reason}]; }
 
+void metrics::dns_query(bool allowed, std::string_view reason) { ++dns_queries_[{allowed, reason}]; }
+
 std::string metrics::render() const {
   std::string out;
   out.reserve(4096);
   header(out, "egress_proxy_decisions_total", "Decisions by verdict and reason.", "counter");
   for (const auto& [k, v] : decisions_)
     sample(out, "egress_proxy_decisions_total",
+           std::string("verdict=\"") + (k.first ? "allow" : "deny") + "\",reason=\"" + std::string(k.second) + "\"",
+           std::to_string(v));
+  header(out, "egress_proxy_dns_queries_total", "DNS responder queries by verdict and reason.", "counter");
+  for (const auto& [k, v] : dns_queries_)
+    sample(out, "egress_proxy_dns_queries_total",
            std::string("verdict=\"") + (k.first ? "allow" : "deny") + "\",reason=\"" + std::string(k.second) + "\"",
            std::to_string(v));
   header(out, "egress_proxy_connections", "Client connections open now.", "gauge");

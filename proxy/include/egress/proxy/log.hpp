@@ -1,6 +1,7 @@
 #pragma once
 /// JSON-lines logging: exactly one `decision` line per connection (CONNECT) or request
-/// (plain HTTP), plus start-up and operational events. Wire data is escaped and
+/// (plain HTTP), one `dns` line per message the DNS responder received (answered,
+/// refused or dropped), plus start-up and operational events. Wire data is escaped and
 /// length-capped; no bodies, credentials or query strings are ever logged.
 ///
 /// Output never stalls the proxy: after `log_init`, stdout is written without blocking;
@@ -41,6 +42,13 @@ inline constexpr std::string_view dns_ms = "dns_ms";
 inline constexpr std::string_view connect_ms = "connect_ms";
 inline constexpr std::string_view total_ms = "total_ms";
 inline constexpr std::string_view end = "end";
+// dns lines (besides time, event, client, verdict, reason, upstream, total_ms):
+inline constexpr std::string_view transport = "transport";
+inline constexpr std::string_view qname = "qname";
+inline constexpr std::string_view qtype = "qtype";
+inline constexpr std::string_view rcode = "rcode";
+inline constexpr std::string_view detail = "detail";
+inline constexpr std::string_view tc = "tc";
 }  // namespace field
 
 /// Everything the decision line reports. Strings are copied from the wire and escaped
@@ -63,6 +71,29 @@ struct decision_record {
   double total_ms = 0;
   std::string_view end;  ///< how an allowed tunnel ended: "eof", "idle_timeout", "error", "drain"
 };
+
+/// What a `dns` line reports: one query of the DNS responder and what became of it.
+///   {"time":..,"event":"dns","client":"ADDR:PORT","transport":"udp"|"tcp",
+///    "qname":"www.wikidata.org","qtype":"A","verdict":"allow"|"deny","reason":..,
+///    "rcode":"NOERROR",["detail":..],["upstream":"ADDR:PORT"],["tc":true],"total_ms":..}
+/// `qname` and `qtype` are empty when the message had no parsable question; `rcode` is
+/// empty when nothing was sent back (a dropped message).
+struct dns_record {
+  std::string client;        ///< "ADDR:PORT" of the client
+  std::string_view transport;  ///< "udp" or "tcp"
+  std::string qname;         ///< presentation form, lower case, escaped (dns::name_presentation)
+  std::string qtype;         ///< mnemonic ("A", "AAAA", "HTTPS", "TYPE65280")
+  bool allowed = false;
+  std::string_view reason;   ///< stable reason word (static storage)
+  std::string rcode;         ///< the response's RCODE name ("NOERROR", "NXDOMAIN", ...)
+  std::string_view detail;   ///< why a message was malformed (dns::parse_result::reason), or empty
+  std::string upstream;      ///< forwarded: the cluster DNS server "ADDR:PORT" that answered or failed
+  bool truncated = false;    ///< the answer went out with TC=1 and no answer records
+  double total_ms = 0;
+};
+
+/// Formats the dns line (no trailing newline). Wire strings escaped and capped.
+std::string format_dns(const dns_record& r, std::chrono::system_clock::time_point now);
 
 /// Appends `s` as a JSON string (quoted, escaped, at most `cap` input bytes; non-ASCII and
 /// control bytes as \u00XX so the line stays valid JSON whatever the wire held).

@@ -1,7 +1,8 @@
 #pragma once
-/// Prometheus metrics of the proxy: decisions by verdict and reason, live connections
-/// and tunnels, bytes relayed, DNS and connect latency histograms, and the log's dropped
-/// lines and backlog (kept by log.hpp, read when rendering).
+/// Prometheus metrics of the proxy: decisions by verdict and reason, DNS responder
+/// queries by verdict and reason, live connections and tunnels, bytes relayed, DNS and
+/// connect latency histograms, and the log's dropped lines and backlog (kept by log.hpp,
+/// read when rendering).
 /// Concurrency: used from the proxy's single io_context thread only.
 /// Source: Prometheus text exposition format 0.0.4.
 
@@ -37,6 +38,9 @@ public:
   /// static storage (every reason word in the proxy is a constant), so counting allocates
   /// nothing.
   void decision(bool allowed, std::string_view reason);
+  /// One message of the DNS responder (a `dns` line): counted by verdict and reason in
+  /// `egress_proxy_dns_queries_total`. `reason` must have static storage.
+  void dns_query(bool allowed, std::string_view reason);
   void connection_opened() noexcept { ++connections_; ++connections_total_; }
   void connection_closed() noexcept { --connections_; }
   void tunnel_opened() noexcept { ++tunnels_; }
@@ -57,6 +61,7 @@ public:
 
 private:
   std::map<std::pair<bool, std::string_view>, std::uint64_t> decisions_;
+  std::map<std::pair<bool, std::string_view>, std::uint64_t> dns_queries_;
   std::int64_t connections_ = 0;
   std::uint64_t connections_total_ = 0;
   std::int64_t tunnels_ = 0;
