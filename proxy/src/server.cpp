@@ -7,6 +7,7 @@
 #include "admin.hpp"
 #include "connection.hpp"
 #include "context.hpp"
+#include "dns_responder.hpp"
 #include "refusal.hpp"
 #include "relay.hpp"
 #include "session.hpp"
@@ -103,7 +104,11 @@ public:
     open(proxy_acceptor_, listen, "proxy listener", "--listen");
     open(admin_acceptor_, admin, "admin listener", "--admin");
     watch_listener(proxy_acceptor_, entry::proxy, "proxy listener");
-    if (p.transparent_capture()) open_transparent(p);
+    if (p.transparent_capture()) {
+      open_transparent(p);
+      dns_ = std::make_unique<dns_responder>(*this);
+      dns_->start(asio::ip::make_address(p.dns.listen_address), p.dns.port);  // throws naming address and port
+    }
     signals_.add(SIGTERM);
     signals_.add(SIGINT);
     signals_.add(SIGHUP);
@@ -310,6 +315,7 @@ private:
     if (draining_) return;
     draining_ = true;
     stop_listening();
+    if (dns_) dns_->stop();
     log_event("info", "draining",
               std::to_string(live_.size()) + " connections open; grace " +
                   std::to_string(snap_->cfg.proxy.limits.drain_timeout.count()) + " ms");
@@ -475,6 +481,7 @@ private:
   asio::steady_timer accept_backoff_;
   std::vector<listener> listeners_;  ///< [0] the proxy listener, then the transparent ones
   metrics metrics_;
+  std::unique_ptr<dns_responder> dns_;  ///< capture dns/both: the allowlisting DNS responder
   bool draining_ = false;
   bool drain_forced_ = false;
   bool stopped_ = false;

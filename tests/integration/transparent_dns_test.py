@@ -420,12 +420,20 @@ class ProxyResponderTest(ResponderChecks, unittest.TestCase):
         return p
 
     def tearDown(self):
-        if self.responder is not None:
-            m = self.responder.metrics()
-            counted = sum(int(line.rsplit(" ", 1)[1]) for line in m.splitlines()
-                          if line.startswith("egress_proxy_dns_queries_total{"))
-            self.assertEqual(counted, len(self.dns_lines()), "one metric count per dns line")
-        super().tearDown()
+        try:
+            if self.responder is not None:
+                def counted():
+                    m = self.responder.metrics()
+                    return sum(int(line.rsplit(" ", 1)[1]) for line in m.splitlines()
+                               if line.startswith("egress_proxy_dns_queries_total{"))
+                # lines leave once per event-loop turn and are read by another thread:
+                # the count may be ahead of the lines seen for a moment, never for long
+                deadline = time.monotonic() + 3
+                while counted() != len(self.dns_lines()) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.assertEqual(counted(), len(self.dns_lines()), "one metric count per dns line")
+        finally:
+            super().tearDown()
 
     def setUp(self):
         self.responder = None

@@ -77,6 +77,8 @@ int main(int argc, char** argv) {
   auto ctx = std::make_shared<egress::test::standalone_context>(io, std::move(*cfg));
   std::optional<egress::proxy::dns_responder> responder;
   responder.emplace(*ctx);
+  // Before start(): it logs dns_listening, after which a test may signal at once.
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
   try {
     responder->start(address, port);
   } catch (const std::exception& e) {
@@ -91,7 +93,6 @@ int main(int argc, char** argv) {
     poll.expires_after(std::chrono::milliseconds(10));
     poll.async_wait([&, give_up](const boost::system::error_code&) { finish(give_up); });
   };
-  boost::asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
   std::function<void()> wait = [&] {
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
       if (ec) return;
