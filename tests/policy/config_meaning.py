@@ -44,6 +44,8 @@ from typing import Optional
 import netpol_eval as ne
 
 NAME_LABEL = "kubernetes.io/metadata.name"
+# The label of egress-gen's GlobalNetworkSet; config.hpp reserves the key.
+RESERVED_KEY = "egress-guard.io/address-set"
 
 # The built-in denied ranges ("default" in denied_cidrs), as config.hpp documents them:
 # every range of the IANA IPv4 and IPv6 Special-Purpose Address Registries whose
@@ -143,6 +145,7 @@ class AddressSet:
             self.add_span(net.version, int(net.network_address), int(net.broadcast_address))
 
     def add_span(self, family: int, lo: int, hi: int) -> None:
+        """Adds the addresses lo..hi (integers, inclusive) of IP version `family`."""
         spans = sorted(self.spans[family] + [(lo, hi)])
         merged = []
         for a, b in spans:
@@ -153,6 +156,7 @@ class AddressSet:
         self.spans[family] = merged
 
     def union(self, other: "AddressSet") -> "AddressSet":
+        """Addresses in either set."""
         out = AddressSet()
         for fam in (4, 6):
             for lo, hi in self.spans[fam] + other.spans[fam]:
@@ -160,6 +164,7 @@ class AddressSet:
         return out
 
     def minus(self, other: "AddressSet") -> "AddressSet":
+        """Addresses of this set that are not in `other`."""
         out = AddressSet()
         for fam in (4, 6):
             for lo, hi in self.spans[fam]:
@@ -180,11 +185,13 @@ class AddressSet:
         return out
 
     def contains(self, address) -> bool:
+        """True when `address` (text or ipaddress object) is in the set."""
         a = ipaddress.ip_address(address)
         n = int(a)
         return any(lo <= n <= hi for lo, hi in self.spans[a.version])
 
     def empty(self) -> bool:
+        """True when the set holds no address of either family."""
         return not self.spans[4] and not self.spans[6]
 
     def embedded_forms(self) -> "AddressSet":
@@ -198,6 +205,7 @@ class AddressSet:
 
 
 def expand_denied(entries) -> list[str]:
+    """denied_cidrs with "default" replaced by DEFAULT_DENIED."""
     out = []
     for e in entries:
         out += DEFAULT_DENIED if e == "default" else [e]
@@ -209,6 +217,7 @@ def expand_denied(entries) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 def _matches(selector: dict, labels: dict) -> bool:
+    # matchLabels semantics: every label of the selector, with its value.
     return all(labels.get(k) == v for k, v in selector.items())
 
 
@@ -242,19 +251,30 @@ class Meaning:
     # -- the loader's verdict ---------------------------------------------------------
 
     def must_be_rejected(self) -> Optional[str]:
-        """Why the loader must refuse this config, or None when it must accept it."""
+        """Why the loader must refuse this config, or None when it must accept it: the
+        upstream ranges leave nothing outside the denied ranges; a selector uses the
+        label key egress-gen reserves for its GlobalNetworkSet; the proxy pods and a
+        workload's pods cannot be told apart (one selector contains the other)."""
         if self.has_proxy and self.reachable_upstream.empty():
             return "upstream ranges lie wholly inside the denied ranges"
+        for w in self.workloads:
+            if RESERVED_KEY in w["selector"]:
+                return f"workload {w['name']} uses the reserved label key {RESERVED_KEY}"
+            if self.proxy_selector and (_matches(self.proxy_selector, w["selector"])
+                                        or _matches(w["selector"], self.proxy_selector)):
+                return f"workload {w['name']} and the proxy pods select each other"
         return None
 
     # -- selectors --------------------------------------------------------------------
 
     @staticmethod
     def klass(w: dict) -> str:
+        """A workload's egress class (none, dns-only, proxy, peers)."""
         return w["egress"] if isinstance(w["egress"], str) else w["egress"]["class"]
 
     @staticmethod
     def egress_peers(w: dict) -> list:
+        """A workload's egress peers (dicts), [] for the scalar form."""
         return [] if isinstance(w["egress"], str) else w["egress"].get("peers", [])
 
     def workloads_of(self, pod: ne.Pod) -> list:
@@ -265,13 +285,18 @@ class Meaning:
         return self._workloads_of[pod.name]
 
     def is_proxy_pod(self, pod: ne.Pod) -> bool:
+        """True for a gateway proxy pod: in the namespace, matching proxy.selector."""
         return (self.gateway and pod.namespace == self.ns
                 and _matches(self.proxy_selector, pod.labels))
 
     def is_kube_dns(self, pod: ne.Pod) -> bool:
+        """True for a cluster DNS pod: dns.namespace AND dns.selector."""
         return pod.namespace == self.dns_ns and _matches(self.dns_selector, pod.labels)
 
     def peer_matches(self, peer: dict, endpoint, world: ne.World) -> bool:
+        """True when `endpoint` (pod or address) is one of the pods `peer` names: a
+        workload's pods in the namespace, pods by label in the namespace, or pods by label
+        (none = all) in the namespaces matching namespace_selector."""
         if not isinstance(endpoint, ne.Pod):
             return False  # peers are selectors: nothing outside the cluster
         if "workload" in peer:
@@ -285,6 +310,7 @@ class Meaning:
         return _matches(peer.get("pod_selector", {}), endpoint.labels)
 
     def peer_l4(self, peer: dict) -> set:
+        """The (protocol, port) pairs an egress peer opens (see the module docstring)."""
         target = self.by_name.get(peer.get("workload"))
         served = [(sp.get("protocol", "TCP"), sp["port"]) for sp in (target or {}).get("ports", [])]
         if target is not None and not peer.get("ports"):
@@ -306,6 +332,7 @@ class Meaning:
         return l4[0] == "TCP" and l4[1] in self.allow_ports and self.reachable_upstream.contains(dst_ip)
 
     def workload_allows(self, w, dst, dst_ip, l4, world) -> bool:
+        """True when workload `w`'s egress includes (dst at dst_ip, l4)."""
         cls = self.klass(w)
         if cls == "none":
             return False
@@ -345,7 +372,7 @@ class Meaning:
             return False, "nothing reaches a denied range unless allow_cidrs says so"
         if "proxy" in classes:
             return False, ("gateway proxy workloads reach only the proxy pods, DNS and peers" if self.gateway
-                           else "sidecar proxy workloads reach upstream ranges only on allowlisted ports")
+                           else "sidecar proxy workloads reach only the upstream ranges, on allowlisted ports")
         if "dns-only" in classes:
             return False, "dns-only reaches only the configured DNS (and its peers)"
         return False, "peers reach only their peers on the peer ports"
@@ -468,6 +495,8 @@ class Inventory:
 # --------------------------------------------------------------------------------------
 
 def interesting_ports(m: Meaning) -> list[tuple]:
+    """Every (protocol, port) the config names (served, peer, allowlisted, proxy, admin,
+    DNS) and a few it does not, each over TCP, UDP and SCTP."""
     ports = {53, 22, 9153, m.proxy_port, m.admin_port} | set(m.allow_ports)
     for w in m.workloads:
         ports |= {sp["port"] for sp in w.get("ports", [])}
@@ -489,13 +518,15 @@ def expectation(m: Meaning, world: ne.World, engine: str, key: tuple) -> tuple:
 
 def _candidates(m: Meaning, inv: Inventory) -> list[tuple]:
     """(direction, subject, peer, (protocol, port), family or None) of every flow the
-    config may allow, built from its parts (DNS, peers, upstream, proxy, served ports);
-    family None = any."""
+    config may allow, built from its parts (DNS, peers, upstream, proxy, served ports),
+    and of the flows a policy that overreaches would allow with them: DNS ports to every
+    pod and address, the allowlisted ports to every address and pod, the proxy port to
+    every pod; family None = any."""
     world = inv.world
-    dns = [(p.name, None) for p in inv.pods if m.is_kube_dns(p)] + ([(m.node_local, None)] if m.node_local else [])
-    upstream = [(a, None) for a in inv.addresses if m.reachable_upstream.contains(a)]
-    upstream += [(p.name, fam) for p in inv.pods for fam in (4, 6) if m.reachable_upstream.contains(p.address(fam))]
-    proxies = [(p.name, None) for p in inv.pods if m.is_proxy_pod(p)]
+    everything = [(p.name, fam) for p in inv.pods for fam in (4, 6)] + [(a, None) for a in inv.addresses]
+    dns = everything
+    upstream = everything
+    proxies = [(p.name, None) for p in inv.pods]
     sources = [p.name for p in inv.pods] + inv.addresses[:3]
     tcp_allow = [("TCP", port) for port in m.allow_ports]
     out = []
@@ -522,10 +553,11 @@ def _candidates(m: Meaning, inv: Inventory) -> list[tuple]:
 
 
 def flows(m: Meaning, inv: Inventory, budget: int, seed: str) -> list[tuple]:
-    """Check keys for one config: the flows the config allows (from _candidates, as far
-    as half the budget goes), the same flows one protocol or one port off, and a uniform
-    sample of all other flows, `budget` in all. Pod-to-pod flows take a random IP family
-    unless the candidate needs one; address flows the address's."""
+    """Check keys for one config, `budget` in all: the flows the config allows (from
+    _candidates, up to 40 % of the budget), the candidates it denies (25 %), the allowed
+    flows one protocol or one port off (15 %), and a uniform sample of all other flows.
+    Pod-to-pod flows take a random IP family unless the candidate needs one; address
+    flows the address's."""
     rng = random.Random(seed)
     world = inv.world
     ports = interesting_ports(m)
@@ -546,22 +578,30 @@ def flows(m: Meaning, inv: Inventory, budget: int, seed: str) -> list[tuple]:
         out.append(k)
         return True
 
-    allowed = []
+    allowed, denied = [], []
     for c in _candidates(m, inv):
         k = key(*c)
-        if expectation(m, world, "kubernetes", k)[0]:
-            allowed.append(k)
+        (allowed if expectation(m, world, "kubernetes", k)[0] else denied).append(k)
     rng.shuffle(allowed)
+    rng.shuffle(denied)
     near = []
     for k in allowed:
-        if len(out) >= budget // 2:
+        if len(out) >= budget * 2 // 5:
             break
         if take(k):
             proto, port = k[3]
             near += [k[:3] + ((p, port),) + k[4:] for p in ("TCP", "UDP", "SCTP") if p != proto]
             near.append(k[:3] + ((proto, port + 1 if port < 65535 else port - 1),) + k[4:])
+    limit = len(out) + budget // 4
+    for k in denied:
+        if len(out) >= limit:
+            break
+        take(k)
     rng.shuffle(near)
-    for k in near[:budget // 4]:
+    limit = len(out) + budget * 3 // 20
+    for k in near:
+        if len(out) >= limit:
+            break
         take(k)
     tries = 0
     while len(out) < budget and tries < budget * 4:

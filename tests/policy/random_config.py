@@ -12,9 +12,11 @@ egress-guard` on the GlobalNetworkSet and the egress-proxy chart's pods, the cha
 overreach.
 
 "Valid" means: the generator obeys every rule of the loader (common/src/config.cpp) it
-knows of, so egress-gen is expected to accept the config, except for one rule it breaks
-on purpose: upstream_cidrs may lie wholly inside the denied ranges, which the loader must
-reject (the property test decides which outcome is right from the config's meaning).
+knows of, so egress-gen is expected to accept the config, except for rules it breaks on
+purpose now and then, which the loader must enforce (config_meaning.must_be_rejected
+decides which outcome is right): upstream_cidrs wholly inside the denied ranges, a
+workload selector and proxy.selector that contain one another, a workload selector
+using the label key reserved for egress-gen's GlobalNetworkSet.
 
 Must not: read rendered output, call egress-gen, or know how anything is rendered. Plain
 dicts in, plain dicts out (yaml.safe_dump writes them).
@@ -71,9 +73,10 @@ NODE_LOCAL = ["169.254.20.10", "fd00:10::a"]
 
 # Upstream ranges: public blocks, the defaults, NAT64/6to4 prefixes, and blocks wholly
 # inside the built-in denied ranges (10.0.0.0/8, a metadata /32).
-UPSTREAM_POOL = ["0.0.0.0/0", "::/0", "185.15.56.0/22", "2a02:ec80::/29", "8.8.8.0/24",
-                 "64:ff9b::/96", "2002::/16", "10.0.0.0/8", "169.254.169.254/32",
-                 "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"]
+UPSTREAM_PUBLIC = ["0.0.0.0/0", "::/0", "185.15.56.0/22", "2a02:ec80::/29", "8.8.8.0/24",
+                   "64:ff9b::/96", "2002::/16"]
+UPSTREAM_DENIED = ["10.0.0.0/8", "169.254.169.254/32", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7",
+                   "64:ff9b::a9fe:0/112"]
 DENIED_EXTRA = ["185.71.0.0/16", "8.8.4.0/24", "185.15.58.0/24"]
 DENIED_OWN = ["10.0.0.0/8", "169.254.0.0/16", "fc00::/7", "192.168.0.0/16", "185.71.0.0/16",
               "127.0.0.0/8"]
@@ -171,12 +174,19 @@ def generate(seed: str) -> dict:
         for _ in range(20):
             sel = _selector(rng, name)
             # The loader refuses a proxy selector that selects a workload's pods, and a
-            # workload selector that selects the proxy pods.
+            # workload selector that selects the proxy pods (broken on purpose, 2 %).
             if proxy_selector is None or not (_is_subset(proxy_selector, sel) or _is_subset(sel, proxy_selector)):
+                break
+            if rng.random() < 0.02:
                 break
         else:
             sel = {"app": name}
+        if rng.random() < 0.003:  # the reserved key of the GlobalNetworkSet's label
+            sel["egress-guard.io/address-set"] = f"{cfg['namespace']}-denied"
         workloads.append({"name": name, "selector": sel})
+    if proxy_selector is not None and rng.random() < 0.05:
+        # A workload whose selector is part of proxy.selector: it selects the proxy pods.
+        rng.choice(workloads)["selector"] = _subset(rng, proxy_selector)
     for w in workloads:
         ports = _served_ports(rng)
         if ports:
@@ -222,7 +232,14 @@ def generate(seed: str) -> dict:
         if dns:
             cfg["dns"] = dns
     if rng.random() < 0.35:
-        cfg["upstream_cidrs"] = rng.sample(UPSTREAM_POOL, rng.randint(1, 3))
+        # Mostly a mix (a denied range next to public ones opens only the public ones),
+        # sometimes denied ranges only, which the loader must refuse.
+        if rng.random() < 0.15:
+            cfg["upstream_cidrs"] = rng.sample(UPSTREAM_DENIED, rng.randint(1, 2))
+        else:
+            cfg["upstream_cidrs"] = (rng.sample(UPSTREAM_PUBLIC, rng.randint(1, 2))
+                                     + rng.sample(UPSTREAM_DENIED, rng.choice([0, 0, 1])))
+            rng.shuffle(cfg["upstream_cidrs"])
     if rng.random() < 0.25:
         if rng.random() < 0.5:
             cfg["denied_cidrs"] = ["default"] + rng.sample(DENIED_EXTRA, rng.randint(1, 2))
@@ -310,6 +327,15 @@ def reductions(cfg: dict) -> Iterator[dict]:
             for j in range(len(cfg[key])):
                 out = copy.deepcopy(cfg)
                 del out[key][j]
+                yield out
+    for j, entry in enumerate(cfg.get("allowlist", [])):
+        if "ports" in entry:
+            out = copy.deepcopy(cfg)
+            del out["allowlist"][j]["ports"]
+            yield out
+            for port in entry["ports"] if len(entry["ports"]) > 1 else []:
+                out = copy.deepcopy(cfg)
+                out["allowlist"][j]["ports"].remove(port)
                 yield out
     if "dns" in cfg:
         for key in list(cfg["dns"]):
