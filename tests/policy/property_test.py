@@ -42,6 +42,7 @@ import collections
 import ipaddress
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,9 +117,12 @@ def run_one(index, cfg: dict, seeds: tuple, workdir: Path, gen: Path, budget: in
     if must_reject:
         if rc_ == 2:
             o.rejected = True
-            if f"{path}:" not in stderr or ": error: " not in stderr:
+            says = ("lie wholly inside the denied ranges" if "upstream" in must_reject else
+                    "is reserved" if "reserved" in must_reject else "also selects"
+                    if "select each other" in must_reject else "")
+            if not re.search(re.escape(str(path)) + r":\d+:(\d+:)? error: ", stderr) or says not in stderr:
                 o.fail("the loader refuses configs it must refuse",
-                       f"exit 2 but no FILE:LINE:COL error diagnostic:\n{stderr}")
+                       f"exit 2 but no FILE:LINE:COL error saying {says!r}:\n{stderr}")
             return o
         o.fail("the loader refuses configs it must refuse", f"egress-gen accepted it (exit {rc_}): {must_reject}")
         if rc_ != 0:
