@@ -1,6 +1,7 @@
 // egress-gen: validates a deployment config and renders NetworkPolicy, Calico and proxy
 // configuration from it. Exit status: 0 ok, 1 stale output (--check) or I/O failure,
-// 2 usage or config errors.
+// 2 usage or config errors, 3 the renderer refused to write a policy that would allow
+// more than the config says (a bug: the loader should have refused the config).
 
 #include "egress/common/config.hpp"
 #include "egress/gen/render.hpp"
@@ -8,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -77,7 +79,16 @@ int main(int argc, char** argv) {
   if (!cfg) return 2;
   egress::gen::render_options opts;
   opts.source = config_path;
-  auto files = chart ? egress::gen::render_chart(*cfg, opts) : egress::gen::render(*cfg, opts);
+  std::vector<egress::gen::rendered_file> files;
+  try {
+    files = chart ? egress::gen::render_chart(*cfg, opts) : egress::gen::render(*cfg, opts);
+  } catch (const egress::gen::chart_error& e) {
+    std::cerr << e.what() << '\n' << config_path << ": 1 error, nothing written\n";
+    return 2;
+  } catch (const std::logic_error& e) {
+    std::cerr << "egress-gen: internal error: " << e.what() << "; nothing written\n";
+    return 3;
+  }
   if (check) {
     auto stale = egress::gen::stale_files(out_dir, files);
     for (const auto& f : stale)

@@ -412,4 +412,21 @@ cidr_set upstream_policy::effective_denied() const {
   return d;
 }
 
+cidr_set upstream_policy::ip_level_denied() const {
+  cidr_set d = effective_denied();
+  cidr_set embedded;
+  for (const auto& b : d.blocks())
+    if (b.is_v4())
+      for (const auto& e : embedded_ipv6_forms(b)) embedded.add(e);
+  embedded.remove(allow);
+  d.add(embedded);
+  return d;
+}
+
+cidr_set upstream_policy::reachable_upstream() const {
+  cidr_set r = upstream;
+  r.remove(ip_level_denied());
+  return r;
+}
+
 }  // namespace egress::common

@@ -98,6 +98,13 @@ struct loader {
         ok = false;
         continue;
       }
+      if (k.Scalar() == denied_set_label_key) {
+        r.error(k, kp,
+                "label key \"" + std::string(denied_set_label_key) +
+                    "\" is reserved: egress-gen labels its GlobalNetworkSet of denied ranges with it");
+        ok = false;
+        continue;
+      }
       auto s = r.string(v, kp);
       if (!s) {
         ok = false;
@@ -735,6 +742,19 @@ struct loader {
             }))
           r.diags().error(r.file(), w.line, 0, "proxy.selector",
                           "proxy.selector also selects workload \"" + w.name + "\"; give the proxy pods their own labels");
+      // The other way round: every proxy pod would also get the workload's policies (and,
+      // for a proxy workload in gateway mode, Calico's deny of everything but the proxy).
+      for (std::size_t wi = 0; wi < cfg.workloads.size(); ++wi) {
+        const auto& w = cfg.workloads[wi];
+        if (!w.selector.empty() && std::all_of(w.selector.begin(), w.selector.end(), [&](const auto& kv) {
+              auto it = cfg.proxy.selector.find(kv.first);
+              return it != cfg.proxy.selector.end() && it->second == kv.second;
+            }))
+          r.diags().error(r.file(), w.line, 0, index_path("workloads", wi) + ".selector",
+                          "the selector of workload \"" + w.name +
+                              "\" also selects the proxy pods (every label of it is in proxy.selector); "
+                              "give the workload or the proxy pods a label of their own");
+      }
     }
   }
 
@@ -834,6 +854,35 @@ struct loader {
         }() + "; use only for tests");
     }
     cross_check(root);
+    if (cfg.has_proxy && !r.diags().has_errors()) check_upstream(root, m);
+  }
+
+  // Upstream ranges that leave nothing once the denied ranges are taken out: the proxy
+  // could reach nothing, and the IP-level rule would have no destination at all, which a
+  // NetworkPolicy reads as "every destination". An error; one range that opens nothing
+  // while others do is a warning.
+  void check_upstream(const YAML::Node& root, const map_view& m) {
+    const upstream_policy policy = cfg.address_policy();
+    auto up = m.get("upstream_cidrs");
+    if (policy.reachable_upstream().empty()) {
+      auto denied = m.get("denied_cidrs");
+      std::string ranges;
+      for (const auto& c : cfg.upstream_cidrs) ranges += (ranges.empty() ? "" : ", ") + c.to_string();
+      r.error(up ? *up : denied ? *denied : root, up || !denied ? "upstream_cidrs" : "denied_cidrs",
+              "the upstream ranges (" + ranges +
+                  ") lie wholly inside the denied ranges (with their NAT64/6to4 forms, after allow_cidrs): "
+                  "the proxy could reach no upstream at all; widen upstream_cidrs or add the range to allow_cidrs");
+      return;
+    }
+    if (!up) return;
+    const cidr_set denied = policy.ip_level_denied();
+    for (std::size_t i = 0; i < cfg.upstream_cidrs.size() && i < up->size(); ++i) {
+      cidr_set one({cfg.upstream_cidrs[i]});
+      one.remove(denied);
+      if (one.empty())
+        r.warning((*up)[i].Mark(), index_path("upstream_cidrs", i),
+                  cfg.upstream_cidrs[i].to_string() + " lies wholly inside the denied ranges; it opens nothing");
+    }
   }
 };
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <system_error>
 
 #include <fcntl.h>
@@ -33,6 +34,22 @@ struct l4 {
 };
 
 std::string object_name(std::string_view suffix) { return std::string(object_prefix) + "-" + std::string(suffix); }
+
+// The renderer's own guard against failing open. In a NetworkPolicy an empty `to`/`from`
+// means every peer and an empty `ports` every port; an empty podSelector every pod of
+// the namespace. Where the renderer means a list of peers, ports or pods, it must never
+// write an empty one: a validated config cannot get here, and if one does, rendering
+// stops (std::logic_error) instead of writing a policy that allows everything.
+void require_some(const node& n, std::string_view what) {
+  if (n.empty())
+    throw std::logic_error(std::string(what) + " came out empty, which would allow everything; refusing to render");
+}
+
+const workload& target_of(const config& cfg, const peer& p) {
+  const workload* w = cfg.find_workload(*p.workload);
+  if (!w) throw std::logic_error("peer names unknown workload \"" + *p.workload + "\"; refusing to render");
+  return *w;
+}
 
 // Calico names must be one DNS label (<= 63); long namespaces are shortened with a stable
 // hash so names stay unique and deterministic.
@@ -97,24 +114,22 @@ std::string calico_namespace(const std::string& ns) {
 
 bool needs_dns(egress_class c) { return c == egress_class::dns_only || c == egress_class::proxy; }
 
-// The (protocol, port) pairs an egress peer opens: explicit ports take the protocol the
-// target serves them with (TCP otherwise); a workload peer without ports gets all it serves.
+// The (protocol, port) pairs an egress peer opens (config.hpp `peer::ports`): a workload
+// peer's port means every protocol the workload serves it with (5432/TCP and 5432/UDP
+// both), a workload peer without ports gets every (protocol, port) it serves, and a
+// selector peer's ports are TCP.
 std::vector<l4> peer_ports(const config& cfg, const peer& p) {
   std::vector<l4> out;
-  const workload* target = p.workload ? cfg.find_workload(*p.workload) : nullptr;
-  if (p.ports.empty() && target) {
-    for (const auto& s : target->ports) out.push_back({s.protocol, s.port});
+  if (p.workload) {
+    for (const auto& s : target_of(cfg, p).ports)
+      if (p.ports.empty() || std::find(p.ports.begin(), p.ports.end(), s.port) != p.ports.end())
+        out.push_back({s.protocol, s.port});
   } else {
-    for (auto port : p.ports) {
-      std::string proto = "TCP";
-      if (target)
-        for (const auto& s : target->ports)
-          if (s.port == port) proto = s.protocol;
-      out.push_back({proto, port});
-    }
+    for (auto port : p.ports) out.push_back({"TCP", port});
   }
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
+  if (out.empty()) throw std::logic_error("an egress peer opens no port; refusing to render");
   return out;
 }
 
@@ -133,13 +148,27 @@ node k8s_ports(const std::vector<l4>& ports) {
 
 std::vector<l4> dns_ports() { return {{"UDP", 53}, {"TCP", 53}}; }
 
+// One NetworkPolicy rule: `key` (to/from) the peers, on the ports; neither may be empty.
+node k8s_rule(std::string_view key, node peers, node ports, std::string_view what) {
+  require_some(peers, std::string(what) + ": " + std::string(key));
+  require_some(ports, std::string(what) + ": ports");
+  return node::map().set(std::string(key), std::move(peers)).set("ports", std::move(ports));
+}
+
+// A NetworkPolicyPeer for the pods of the policy's namespace matching `selector`, which
+// must not be empty (`podSelector: {}` is every pod).
+node pods_peer(const label_map& selector, const std::string& what) {
+  node sel = match_labels(selector);
+  require_some(sel, what);
+  return node::map().set("podSelector", std::move(sel));
+}
+
 // A Kubernetes NetworkPolicyPeer for an in-cluster peer.
 node k8s_peer(const config& cfg, const peer& p) {
   node n = node::map();
   if (p.workload) {
-    const workload* w = cfg.find_workload(*p.workload);
-    n.set("podSelector", match_labels(w ? w->selector : label_map{}));
-    return n;
+    const workload& w = target_of(cfg, p);
+    return pods_peer(w.selector, "the selector of workload " + w.name);
   }
   if (p.namespace_selector) n.set("namespaceSelector", match_labels(*p.namespace_selector));
   if (p.pod_selector) n.set("podSelector", match_labels(*p.pod_selector));
@@ -155,26 +184,17 @@ node dns_rule(const config& cfg) {
     common::cidr c(*cfg.dns.node_local_address, cfg.dns.node_local_address->is_v4() ? 32 : 128);
     to.push(node::map().set("ipBlock", node::map().set("cidr", node::str(c.to_string()))));
   }
-  return node::map().set("to", std::move(to)).set("ports", k8s_ports(dns_ports()));
+  return k8s_rule("to", std::move(to), k8s_ports(dns_ports()), "the DNS rule");
 }
 
-// The effective denied ranges as IP-level rules see them: denied minus allow overrides,
-// plus the NAT64 and 6to4 forms of every denied IPv4 block (the proxy unwraps those forms;
+// The effective denied ranges as IP-level rules see them (denied minus allow overrides,
+// plus the NAT64 and 6to4 forms of every denied IPv4 block: the proxy unwraps those forms,
 // IP-level policy cannot, so it denies them outright).
-common::cidr_set ip_level_denied(const config& cfg) {
-  auto policy = cfg.address_policy();
-  common::cidr_set denied = policy.effective_denied();
-  common::cidr_set embedded;
-  for (const auto& b : denied.blocks())
-    if (b.is_v4())
-      for (const auto& e : common::embedded_ipv6_forms(b)) embedded.add(e);
-  embedded.remove(policy.allow);
-  denied.add(embedded);
-  return denied;
-}
+common::cidr_set ip_level_denied(const config& cfg) { return cfg.address_policy().ip_level_denied(); }
 
 // ipBlock peers for the upstream ranges: each upstream CIDR minus the denied ranges
-// inside it, then the allow overrides (NetworkPolicy peers are additive).
+// inside it. The allow overrides need no peers of their own: they are already taken out
+// of the denied ranges, so they are simply not excepted.
 // IPv4-mapped blocks (::ffff:0:0/96) are left out of `except`: Kubernetes' strict CIDR
 // validation (KEP-4858) rejects IPv4-mapped values in ipBlock fields, and a connection to
 // ::ffff:a.b.c.d leaves the pod as IPv4, where the IPv4 excepts apply.
@@ -191,22 +211,24 @@ node upstream_peers(const config& cfg) {
     if (!except.empty()) block.set("except", node::str_seq(except));
     to.push(node::map().set("ipBlock", std::move(block)));
   }
-  const common::cidr_set allow(cfg.allow_cidrs);
-  for (const auto& a : allow.blocks())
-    for (const auto& c : upstream.within(a))
-      if (denied.intersects(c)) to.push(node::map().set("ipBlock", node::map().set("cidr", node::str(c.to_string()))));
+  // The loader refuses upstream ranges that lie wholly inside the denied ranges; an empty
+  // list here would be `to: []`, every destination.
+  require_some(to, "the upstream ipBlocks (upstream_cidrs minus the denied ranges)");
   return to;
 }
 
 node upstream_rule(const config& cfg) {
   std::vector<l4> ports;
   for (auto p : allowlist_ports(cfg)) ports.push_back({"TCP", p});
-  return node::map().set("to", upstream_peers(cfg)).set("ports", k8s_ports(ports));
+  return k8s_rule("to", upstream_peers(cfg), k8s_ports(ports), "the upstream rule");
 }
 
+// `selector` empty = every pod of the namespace; only the namespace default deny uses that.
 node network_policy(const config& cfg, const render_options& opts, std::string name, const label_map& selector,
                     node ingress, node egress) {
   node spec = node::map();
+  if (selector.empty() && name != object_name("default-deny"))
+    throw std::logic_error("NetworkPolicy " + name + " would select every pod of the namespace; refusing to render");
   spec.set("podSelector", match_labels(selector));
   spec.set("policyTypes", node::str_seq({"Ingress", "Egress"}));
   if (!ingress.empty()) spec.set("ingress", std::move(ingress));
@@ -258,14 +280,23 @@ node port_list(const std::vector<std::uint16_t>& ports) {
   return n;
 }
 
-// Calico EntityRule for an in-cluster peer (namespaceSelector is always set: in a
-// GlobalNetworkPolicy a bare selector would match pods of every namespace).
+// Calico EntityRule for pods of the deployment's namespace matching `selector`. Every
+// rule selector that means pods carries a namespaceSelector: in a GlobalNetworkPolicy a
+// bare selector matches endpoints of every namespace AND every (Global)NetworkSet with
+// those labels, and a set of private ranges holds every pod IP (Calico reference,
+// "Global network policy", EntityRule selector/namespaceSelector).
+node namespace_pods(const config& cfg, const label_map& selector) {
+  if (selector.empty()) throw std::logic_error("a rule selector for workload pods came out empty; refusing to render");
+  return node::map()
+      .set("selector", node::str(calico_selector(selector)))
+      .set("namespaceSelector", node::str(calico_namespace(cfg.namespace_name)));
+}
+
+// Calico EntityRule for an in-cluster peer (namespaceSelector is always set, see above).
 node calico_peer(const config& cfg, const peer& p) {
   node d = node::map();
   if (p.workload) {
-    const workload* w = cfg.find_workload(*p.workload);
-    d.set("selector", node::str(calico_selector(w ? w->selector : label_map{})));
-    d.set("namespaceSelector", node::str(calico_namespace(cfg.namespace_name)));
+    d = namespace_pods(cfg, target_of(cfg, p).selector);
   } else {
     d.set("selector", node::str(calico_selector(p.pod_selector.value_or(label_map{}))));
     d.set("namespaceSelector", node::str(p.namespace_selector ? calico_selector(*p.namespace_selector)
@@ -274,8 +305,8 @@ node calico_peer(const config& cfg, const peer& p) {
   return d;
 }
 
-// Allow rules, one per protocol, from `source` to `dest` on `ports`.
-void allow_rules(node& rules, const std::string& source_selector, const node& dest, const std::vector<l4>& ports) {
+// Allow rules, one per protocol, from `source` (an EntityRule) to `dest` on `ports`.
+void allow_rules(node& rules, const node& source, const node& dest, const std::vector<l4>& ports) {
   std::map<std::string, std::vector<std::uint16_t>> by_proto;
   for (const auto& p : ports) by_proto[p.protocol].push_back(p.port);
   // UDP before TCP for DNS reads naturally; any fixed order keeps output stable.
@@ -284,24 +315,25 @@ void allow_rules(node& rules, const std::string& source_selector, const node& de
     if (it == by_proto.end()) continue;
     node d = dest;
     d.set("ports", port_list(it->second));
-    rules.push(calico_rule("Allow", &proto, node::map().set("selector", node::str(source_selector)), std::move(d)));
+    rules.push(calico_rule("Allow", &proto, source, std::move(d)));
   }
 }
 
-void dns_allow_rules(const config& cfg, node& rules, const std::string& source_selector) {
+void dns_allow_rules(const config& cfg, node& rules, const node& source) {
   node kube_dns = node::map()
                       .set("selector", node::str(calico_selector(cfg.dns.selector)))
                       .set("namespaceSelector", node::str(calico_namespace(cfg.dns.namespace_name)));
-  allow_rules(rules, source_selector, kube_dns, dns_ports());
+  allow_rules(rules, source, kube_dns, dns_ports());
   if (cfg.dns.node_local_address) {
     common::cidr c(*cfg.dns.node_local_address, cfg.dns.node_local_address->is_v4() ? 32 : 128);
     node local = node::map().set("nets", node::str_seq({c.to_string()}));
-    allow_rules(rules, source_selector, local, dns_ports());
+    allow_rules(rules, source, local, dns_ports());
   }
 }
 
+// The GlobalNetworkSet's own label (a key no config selector may use, see config.hpp).
 std::string denied_set_label(const config& cfg) { return cfg.namespace_name + "-denied"; }
-constexpr std::string_view denied_set_key = "egress-guard.io/address-set";
+constexpr std::string_view denied_set_key = common::denied_set_label_key;
 
 }  // namespace
 
@@ -313,17 +345,18 @@ std::vector<node> network_policies(const config& cfg, const render_options& opts
     for (const auto& sp : w.ports) {
       node from = node::seq();
       for (const auto& p : sp.from) from.push(k8s_peer(cfg, p));
-      ingress.push(node::map().set("from", std::move(from)).set("ports", k8s_ports({{sp.protocol, sp.port}})));
+      ingress.push(k8s_rule("from", std::move(from), k8s_ports({{sp.protocol, sp.port}}),
+                            "the ingress rule of " + w.name + " port " + std::to_string(sp.port)));
     }
     node egress = node::seq();
     if (needs_dns(w.egress)) egress.push(dns_rule(cfg));
     for (const auto& p : w.egress_peers)
-      egress.push(node::map().set("to", node::seq().push(k8s_peer(cfg, p))).set("ports", k8s_ports(peer_ports(cfg, p))));
+      egress.push(k8s_rule("to", node::seq().push(k8s_peer(cfg, p)), k8s_ports(peer_ports(cfg, p)),
+                           "an egress peer rule of " + w.name));
     if (w.egress == egress_class::proxy && cfg.has_proxy) {
       if (gateway(cfg)) {
-        egress.push(node::map()
-                        .set("to", node::seq().push(node::map().set("podSelector", match_labels(cfg.proxy.selector))))
-                        .set("ports", k8s_ports({{"TCP", cfg.proxy.port}})));
+        egress.push(k8s_rule("to", node::seq().push(pods_peer(cfg.proxy.selector, "proxy.selector")),
+                             k8s_ports({{"TCP", cfg.proxy.port}}), "the proxy rule of " + w.name));
       } else {
         egress.push(upstream_rule(cfg));
       }
@@ -332,10 +365,10 @@ std::vector<node> network_policies(const config& cfg, const render_options& opts
   }
   if (gateway(cfg)) {
     node from = node::seq();
-    for (const auto* w : proxied(cfg)) from.push(node::map().set("podSelector", match_labels(w->selector)));
+    for (const auto* w : proxied(cfg)) from.push(pods_peer(w->selector, "the selector of workload " + w->name));
     node ingress = node::seq();
     if (!from.empty())
-      ingress.push(node::map().set("from", std::move(from)).set("ports", k8s_ports({{"TCP", cfg.proxy.port}})));
+      ingress.push(k8s_rule("from", std::move(from), k8s_ports({{"TCP", cfg.proxy.port}}), "the proxy pods' ingress rule"));
     node egress = node::seq();
     egress.push(dns_rule(cfg));
     egress.push(upstream_rule(cfg));
@@ -389,29 +422,30 @@ std::vector<node> calico_objects(const config& cfg, const render_options& opts) 
     node egress = node::seq();
     for (const auto& w : cfg.workloads) {
       if (w.egress == egress_class::none) continue;
-      std::string src = calico_selector(w.selector);
+      const node src = namespace_pods(cfg, w.selector);
       if (needs_dns(w.egress)) dns_allow_rules(cfg, egress, src);
       for (const auto& p : w.egress_peers) allow_rules(egress, src, calico_peer(cfg, p), peer_ports(cfg, p));
       if (w.egress == egress_class::proxy && gateway(cfg)) {
-        node proxy_pods = node::map()
-                              .set("selector", node::str(calico_selector(cfg.proxy.selector)))
-                              .set("namespaceSelector", node::str(ns_selector));
-        allow_rules(egress, src, proxy_pods, {{"TCP", cfg.proxy.port}});
+        allow_rules(egress, src, namespace_pods(cfg, cfg.proxy.selector), {{"TCP", cfg.proxy.port}});
       }
     }
     if (gateway(cfg)) {
-      dns_allow_rules(cfg, egress, calico_selector(cfg.proxy.selector));
+      dns_allow_rules(cfg, egress, namespace_pods(cfg, cfg.proxy.selector));
       // Gateway mode enforces the allowlist: a proxied workload's only way out is the
       // proxy, so everything else it sends is denied here, ahead of any Kubernetes
       // NetworkPolicy that might allow more.
       for (const auto* w : proxied(cfg)) {
         node rule = node::map();
         rule.set("action", node::str("Deny"));
-        rule.set("source", node::map().set("selector", node::str(calico_selector(w->selector))));
+        rule.set("source", namespace_pods(cfg, w->selector));
         egress.push(std::move(rule));
       }
     }
-    const std::string set_selector = std::string(denied_set_key) + " == '" + denied_set_label(cfg) + "'";
+    // The set and nothing else: a pod wearing the set's label is no network set (workload
+    // endpoints carry projectcalico.org/namespace; network sets may not, Calico's
+    // validator refuses that label on them).
+    const std::string set_selector = std::string(denied_set_key) + " == '" + denied_set_label(cfg) +
+                                     "' && !has(projectcalico.org/namespace)";
     for (int version : {4, 6}) {
       node rule = node::map();
       rule.set("action", node::str("Deny"));
@@ -441,8 +475,8 @@ std::vector<node> calico_objects(const config& cfg, const render_options& opts) 
   {
     node egress = node::seq();
     for (const auto& w : cfg.workloads)
-      if (needs_dns(w.egress)) dns_allow_rules(cfg, egress, calico_selector(w.selector));
-    if (gateway(cfg)) dns_allow_rules(cfg, egress, calico_selector(cfg.proxy.selector));
+      if (needs_dns(w.egress)) dns_allow_rules(cfg, egress, namespace_pods(cfg, w.selector));
+    if (gateway(cfg)) dns_allow_rules(cfg, egress, namespace_pods(cfg, cfg.proxy.selector));
     docs.push_back(gnp("default-deny", std::nullopt, "all()", {"Ingress", "Egress"}, node::seq(), std::move(egress)));
   }
   return docs;
@@ -540,6 +574,29 @@ std::vector<rendered_file> render(const config& cfg, const render_options& opts)
 }
 
 std::vector<rendered_file> render_chart(const config& cfg, const render_options& opts) {
+  // The chart's gateway pods carry the egress-proxy chart's labels
+  // (charts/egress-proxy/templates/_helpers.tpl); the loader checked the workload
+  // selectors against the config's own proxy.selector, not against these. Keys whose
+  // value follows the release or chart (instance, version, helm.sh/chart) may match.
+  static const label_map proxy_pod_labels = {{"app.kubernetes.io/name", "egress-proxy"},
+                                             {"app.kubernetes.io/component", "gateway"},
+                                             {"app.kubernetes.io/part-of", "egress-guard"},
+                                             {"app.kubernetes.io/managed-by", "Helm"}};
+  for (const auto& w : cfg.workloads) {
+    bool selects_proxy_pods = std::all_of(w.selector.begin(), w.selector.end(), [](const auto& kv) {
+      if (kv.first == "app.kubernetes.io/instance" || kv.first == "app.kubernetes.io/version" || kv.first == "helm.sh/chart")
+        return true;
+      auto it = proxy_pod_labels.find(kv.first);
+      return it != proxy_pod_labels.end() && it->second == kv.second;
+    });
+    auto name = w.selector.find("app.kubernetes.io/name");
+    bool is_proxy_pod = name != w.selector.end() && name->second == "egress-proxy";
+    if (selects_proxy_pods || is_proxy_pod)
+      throw chart_error(cfg.file + ":" + std::to_string(w.line) + ":1: error: workloads: the selector of workload \"" +
+                        w.name + "\" " + (is_proxy_pod ? "is selected by" : "also selects") +
+                        " the chart's gateway proxy pods (labels of charts/egress-proxy); give the workload a label of "
+                        "its own");
+  }
   render_options chart_opts = opts;
   chart_opts.extra_labels.emplace("app.kubernetes.io/instance", "{{ .Release.Name }}");
   // Helm owns what it installs (its adoption checks read managed-by); the generator's

@@ -31,6 +31,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -715,6 +716,52 @@ class NetworkPolicyTest(unittest.TestCase):
                if str(d["apiVersion"]).startswith("projectcalico.org/")]
         self.assertTrue(on)
         self.assertEqual(off, [])
+
+    def test_calico_rule_selectors_do_not_match_the_network_set(self):
+        """issue 9: in Calico a rule selector also matches network sets, and the
+        GlobalNetworkSet of denied ranges holds every pod IP. Every rule selector meaning
+        pods carries a namespaceSelector, the set's own selector matches network sets only,
+        and the Helm labels on the set widen nothing: a pod wearing exactly the set's
+        labels gets nothing (judged by tests/policy/netpol_eval.py on the rendered chart)."""
+        sys.path.insert(0, str(SOURCE / "tests" / "policy"))
+        import netpol_eval as ne
+        for args in ((), ("--set", "proxy.mode=gateway")):
+            docs = H.template(H.wf_chart, *args)
+            calico = [d for d in docs if str(d["apiVersion"]).startswith("projectcalico.org/")]
+            nps = [d for d in docs if d["kind"] == "NetworkPolicy"]
+            sets = [d for d in calico if d["kind"] == "GlobalNetworkSet"]
+            self.assertEqual(len(sets), 1)
+            set_labels = sets[0]["metadata"]["labels"]
+            self.assertEqual(set_labels.get("app.kubernetes.io/instance"), RELEASE)  # the Helm labels are there
+            self.assertEqual(set_labels.get("app.kubernetes.io/managed-by"), "Helm")
+            for d in (d for d in calico if d["kind"] == "GlobalNetworkPolicy"):
+                for rule in d["spec"].get("egress", []) + d["spec"].get("ingress", []):
+                    for side in ("source", "destination"):
+                        entity = rule.get(side) or {}
+                        if "selector" not in entity:
+                            continue
+                        with self.subTest(args=args, policy=d["metadata"]["name"], entity=entity):
+                            if "egress-guard.io/address-set" in entity["selector"]:
+                                self.assertTrue(entity["selector"].endswith("&& !has(projectcalico.org/namespace)"))
+                            else:
+                                self.assertIn("namespaceSelector", entity)
+            o = [p for p in pod_templates(docs) if p[1].get("labels", {}).get("app") == "function-orchestrator"]
+            world = ne.World([ne.Namespace(NAMESPACE), ne.Namespace("kube-system")], [
+                ne.Pod("orchestrator", NAMESPACE, o[0][1]["labels"], ("10.244.1.10", "fd00:10:244:1::10")),
+                ne.Pod("set-labels", NAMESPACE, dict(set_labels), ("10.244.2.10", "fd00:10:244:2::10")),
+                ne.Pod("helm-labels", NAMESPACE, {k: v for k, v in set_labels.items()
+                                                  if not k.startswith("egress-guard.io/")},
+                       ("10.244.3.10", "fd00:10:244:3::10")),
+                ne.Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, ("10.244.4.10", "fd00:10:244:4::10"))])
+            engine = ne.Calico(calico, nps)
+            for src in ("set-labels", "helm-labels"):
+                for dst, proto, port in (("kube-dns", "UDP", 53), ("kube-dns", "TCP", 53), ("orchestrator", "TCP", 6254),
+                                         ("185.15.59.224", "TCP", 443), ("169.254.169.254", "TCP", 80)):
+                    with self.subTest(args=args, src=src, dst=dst):
+                        v = ne.evaluate(world, engine, world.flow(src, dst, proto, port))
+                        self.assertFalse(v.allowed, v.reason)
+            with self.subTest(args=args, src="orchestrator"):
+                self.assertTrue(ne.evaluate(world, engine, world.flow("orchestrator", "kube-dns", "UDP", 53)).allowed)
 
     def test_validate_manifests(self):
         shared = shared_dir()

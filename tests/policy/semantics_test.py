@@ -435,6 +435,17 @@ class KubernetesEvaluatorTest(unittest.TestCase):
         self.assertTrue(allowed(k, "a-web", "8.8.8.8", port=443))
         self.assertFalse(allowed(k, "b-db", "a-web", port=443))  # ingress isolated too
 
+    def test_empty_egress_list_without_policy_types_is_not_an_egress_policy(self):
+        # SetDefaults_NetworkPolicy (pkg/apis/networking/v1/defaults.go) adds Egress to a
+        # policy without policyTypes only when len(spec.egress) != 0 (issue 9).
+        k = ne.Kubernetes([np("e", "a", {}, egress=[])])
+        self.assertTrue(allowed(k, "a-web", "8.8.8.8"))     # egress not isolated
+        self.assertTrue(allowed(k, "a-web", "b-db"))
+        self.assertFalse(allowed(k, "b-db", "a-web"))       # ingress isolated (always defaulted)
+        self.assertEqual(ne.k8s_policy_types({"podSelector": {}, "egress": []}), ["Ingress"])
+        self.assertEqual(ne.k8s_policy_types({"podSelector": {}, "egress": None}), ["Ingress"])
+        self.assertEqual(ne.k8s_policy_types({"podSelector": {}, "egress": [{}]}), ["Ingress", "Egress"])
+
     def test_allows_are_additive(self):
         k = ne.Kubernetes([np("p1", "a", {}, ["Egress"], egress=[{"ports": [{"port": 1}]}]),
                            np("p2", "a", {"matchLabels": {"app": "web"}}, ["Egress"],
@@ -617,6 +628,21 @@ class CalicoEvaluatorTest(unittest.TestCase):
         self.assertFalse(allowed(c, "a-web", "10.1.2.3"))
         self.assertFalse(allowed(c, "a-web", "b-db"))       # pod IP inside the set's nets
         self.assertTrue(allowed(c, "a-web", "8.8.4.4"))
+
+    def test_source_selector_matches_network_sets_too(self):
+        # [CAL-GNP] a rule selector without namespaceSelector matches network sets as well:
+        # a set of private ranges then matches every pod as a source (issue 9).
+        bare = {"action": "Allow", "source": {"selector": "part-of == 'x'"}}
+        scoped = {"action": "Allow", "source": {"selector": "part-of == 'x'",
+                                                "namespaceSelector": "all()"}}
+        for rule, expected in ((bare, True), (scoped, False)):
+            c = ne.Calico([gns("s", {"part-of": "x"}, ["10.0.0.0/8"]),
+                           gnp("p", {"order": 1, "namespaceSelector": self.NS_A, "types": ["Egress"],
+                                     "egress": [rule, {"action": "Deny"}]})])
+            with self.subTest(rule=rule):
+                # neither pod has the label; their IPs (10.244.0.x) are in the set's nets
+                self.assertEqual(allowed(c, "a-db", "8.8.8.8"), expected)
+                self.assertEqual(allowed(c, "a-web", "8.8.8.8"), expected)
 
     def test_rule_namespace_selector_scopes_selector_to_pods(self):
         rule = {"action": "Allow", "destination": {"selector": "app == 'db'",

@@ -122,6 +122,52 @@ TEST_CASE("allow_cidrs is accepted with a warning; denied_cidrs without default 
   CHECK(cfg->address_policy().check(boost::asio::ip::make_address("127.0.0.1")).allowed);
 }
 
+// issue 9: upstream ranges that leave nothing after the denied ranges are an error
+// (tests/data/config/bad/upstream-inside-denied.yaml and friends); one range that opens
+// nothing next to others that do is a warning; an allow override can keep a range.
+TEST_CASE("upstream ranges: nothing left is an error, one range opening nothing a warning", "[unit][common][config]") {
+  {
+    std::string text = std::string(minimal) + "upstream_cidrs: [10.0.0.0/8, 185.15.56.0/22, \"64:ff9b::a9fe:0/112\"]\n";
+    diagnostics d;
+    auto cfg = load_config_text(text, "m.yaml", accept_kind::deployment_only, d);
+    REQUIRE(cfg);
+    CHECK(printed(d, "m.yaml") ==
+          "11:18: warning: upstream_cidrs[0]: 10.0.0.0/8 lies wholly inside the denied ranges; it opens nothing\n"
+          "11:46: warning: upstream_cidrs[2]: 64:ff9b::a9fe:0/112 lies wholly inside the denied ranges; it opens "
+          "nothing\n");
+    CHECK(cfg->address_policy().reachable_upstream().blocks().size() == 1);
+  }
+  {
+    std::string text = std::string(minimal) + "upstream_cidrs: [10.0.0.0/8]\nallow_cidrs: [10.20.0.0/16]\n";
+    diagnostics d;
+    auto cfg = load_config_text(text, "m.yaml", accept_kind::deployment_only, d);
+    REQUIRE(cfg);
+    CHECK_FALSE(d.has_errors());
+    REQUIRE(cfg->address_policy().reachable_upstream().blocks().size() == 1);
+    CHECK(cfg->address_policy().reachable_upstream().blocks()[0].to_string() == "10.20.0.0/16");
+  }
+  {
+    // NAT64 forms of denied IPv4 count as denied: nothing is left of 64:ff9b::a00:0/104.
+    std::string text = std::string(minimal) + "upstream_cidrs: [\"64:ff9b::a00:0/104\"]\n";
+    diagnostics d;
+    CHECK_FALSE(load_config_text(text, "m.yaml", accept_kind::deployment_only, d));
+    CHECK(printed(d, "m.yaml").rfind("11:17: error: upstream_cidrs: the upstream ranges (64:ff9b::a00:0/104) lie wholly "
+                                     "inside the denied ranges",
+                                     0) == 0);
+  }
+  {
+    // Without a proxy the upstream ranges open nothing anyway: no error.
+    const char* text = R"(version: 1
+namespace: ns
+workloads:
+  - {name: app, selector: {app: app}, egress: dns-only}
+upstream_cidrs: [10.0.0.0/8]
+)";
+    diagnostics d;
+    CHECK(load_config_text(text, "m.yaml", accept_kind::deployment_only, d));
+  }
+}
+
 TEST_CASE("a kind proxy file loads for the proxy and is refused by the generator", "[unit][common][config]") {
   const char* text = R"(version: 1
 kind: proxy

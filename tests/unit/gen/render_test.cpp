@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 namespace fs = std::filesystem;
 using namespace egress;
@@ -133,6 +134,112 @@ allow_cidrs: [10.20.0.0/16]
   CHECK(app.find("port: 8443") != std::string::npos);
   // 10.20.0.0/16 is outside upstream_cidrs, so the override opens nothing.
   CHECK(app.find("10.20.0.0/16") == std::string::npos);
+}
+
+namespace {
+
+common::config load_text(const char* text) {
+  common::diagnostics d;
+  auto cfg = common::load_config_text(text, "t.yaml", common::accept_kind::deployment_only, d);
+  INFO(text);
+  REQUIRE(cfg);
+  return *cfg;
+}
+
+std::string all_documents(const std::vector<gen::node>& docs) {
+  std::string out;
+  for (const auto& d : docs) out += "---\n" + d.emit();
+  return out;
+}
+
+}  // namespace
+
+// issue 9, defect 1: the loader refuses upstream ranges inside the denied ranges
+// (tests/data/config/bad/upstream-inside-denied.yaml); the renderer itself never turns
+// an empty list of upstream peers into `to: []` (every destination).
+TEST_CASE("the renderer refuses an upstream rule without destinations instead of writing to: []", "[unit][gen]") {
+  for (const char* rel : {"config/wikifunctions.yaml", "config/examples/gateway.yaml"}) {
+    DYNAMIC_SECTION(rel) {
+      auto cfg = load(rel);
+      REQUIRE_NOTHROW(gen::network_policies(cfg));
+      cfg.upstream_cidrs = {*common::parse_cidr("10.0.0.0/8")};  // what the loader now refuses
+      CHECK_THROWS_AS(gen::network_policies(cfg), std::logic_error);
+      cfg.upstream_cidrs = {*common::parse_cidr("169.254.169.254/32")};
+      CHECK_THROWS_AS(gen::render(cfg, opts_for(rel)), std::logic_error);
+    }
+  }
+}
+
+TEST_CASE("the renderer refuses empty workload selectors and unknown peer workloads", "[unit][gen]") {
+  auto cfg = load(configs[0]);
+  auto broken = cfg;
+  broken.workloads[1].selector.clear();  // podSelector {} would select the whole namespace
+  CHECK_THROWS_AS(gen::network_policies(broken), std::logic_error);
+  CHECK_THROWS_AS(gen::calico_objects(broken, opts_for(configs[0])), std::logic_error);
+  broken = cfg;
+  broken.workloads[0].egress_peers.at(0).workload = "nobody";
+  CHECK_THROWS_AS(gen::network_policies(broken), std::logic_error);
+}
+
+// issue 9, defect 3: a peer's port means every protocol the target serves it with.
+TEST_CASE("a peer port served over TCP and UDP opens both protocols", "[unit][gen]") {
+  auto cfg = load_text(R"(version: 1
+namespace: ns
+workloads:
+  - name: app
+    selector: {app: app}
+    egress:
+      class: peers
+      peers:
+        - workload: db
+          ports: [5432]
+  - name: db
+    selector: {app: db}
+    ports:
+      - {port: 5432, protocol: TCP, from: [{workload: app}]}
+      - {port: 5432, protocol: UDP, from: [{workload: app}]}
+      - {port: 9187, protocol: TCP, from: [{workload: app}]}
+    egress: none
+)");
+  std::string app = gen::network_policies(cfg)[1].emit();
+  INFO(app);
+  CHECK(app.find("        - protocol: TCP\n          port: 5432\n") != std::string::npos);
+  CHECK(app.find("        - protocol: UDP\n          port: 5432\n") != std::string::npos);
+  CHECK(app.find("port: 9187") == std::string::npos);  // not asked for
+  std::string calico = all_documents(gen::calico_objects(cfg, opts_for("t.yaml")));
+  INFO(calico);
+  CHECK(calico.find("      protocol: UDP\n      source:\n        selector: \"app == 'app'\"\n") != std::string::npos);
+  CHECK(calico.find("      protocol: TCP\n      source:\n        selector: \"app == 'app'\"\n") != std::string::npos);
+}
+
+// issue 9, defect 2: in a GlobalNetworkPolicy a bare rule selector also matches network
+// sets, and the denied-ranges set holds every pod IP.
+TEST_CASE("every Calico rule selector for pods carries a namespaceSelector; the set selector matches sets only",
+          "[unit][gen]") {
+  for (const char* rel : configs) {
+    DYNAMIC_SECTION(rel) {
+      auto cfg = load(rel);
+      std::string calico = all_documents(gen::calico_objects(cfg, opts_for(rel)));
+      std::size_t selectors = 0;
+      for (std::size_t at = calico.find("selector: "); at != std::string::npos; at = calico.find("selector: ", at + 1)) {
+        std::size_t line_start = calico.rfind('\n', at) + 1;
+        std::string indent = calico.substr(line_start, at - line_start);
+        if (indent.find_first_not_of(' ') != std::string::npos) continue;  // namespaceSelector, notSelector
+        if (indent.size() <= 2) continue;  // spec.selector: which endpoints the policy applies to
+        ++selectors;
+        std::size_t end = calico.find('\n', at);
+        std::string line = calico.substr(at, end - at);
+        std::string next = calico.substr(end + 1, calico.find('\n', end + 1) - end - 1);
+        INFO(line << "\n" << next);
+        bool set_only = line.find(std::string(common::denied_set_label_key)) != std::string::npos &&
+                        line.find("&& !has(projectcalico.org/namespace)") != std::string::npos;
+        CHECK((set_only || next == indent + "namespaceSelector: \"kubernetes.io/metadata.name == '" +
+                                      cfg.namespace_name + "'\"" ||
+               next.find(indent + "namespaceSelector: ") == 0));
+      }
+      CHECK(selectors > 6);
+    }
+  }
 }
 
 TEST_CASE("yaml quoting keeps special strings strings", "[unit][gen]") {

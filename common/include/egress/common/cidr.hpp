@@ -156,6 +156,14 @@ struct upstream_policy {
   address_verdict check(const boost::asio::ip::address& a) const;
   /// `denied` minus `allow`: what is effectively denied (used for rendering).
   cidr_set effective_denied() const;
+  /// What IP-level policy (NetworkPolicy ipBlocks, Calico nets), which cannot unwrap an
+  /// embedded IPv4 the way `check` does, must deny: `effective_denied()` plus the NAT64
+  /// (64:ff9b::/96) and 6to4 (2002::/16) forms of its IPv4 blocks (`embedded_ipv6_forms`),
+  /// minus `allow`.
+  cidr_set ip_level_denied() const;
+  /// `upstream` minus `ip_level_denied()`: every address an upstream may have. Empty means
+  /// the policy allows no upstream at all (no address passes `check` either).
+  cidr_set reachable_upstream() const;
 };
 
 }  // namespace egress::common

@@ -17,8 +17,9 @@
 ///       egress: {class: <as above>, peers: [<peer with ports>, ...]}
 ///   <peer>: {workload: <name>} | {pod_selector: {...}}       # same namespace
 ///         | {namespace_selector: {...}, pod_selector: {...}?} # other namespaces
-///           peers under egress also carry ports: [1-65535, ...] (default: the ports the
-///           named workload serves)
+///           peers under egress also carry ports: [1-65535, ...]: for a workload peer
+///           every protocol the workload serves each port with, for a selector peer TCP
+///           (default, workload peers only: every port and protocol the workload serves)
 ///   proxy:
 ///     mode: sidecar | gateway           # required
 ///     port: 3128                        # proxy listener port
@@ -44,7 +45,8 @@
 ///     namespace: kube-system            # kube-dns pods: namespace AND pod labels
 ///     selector: {k8s-app: kube-dns}
 ///     node_local_address: <IP>?         # node-local DNS cache (ipBlock /32 or /128)
-///   upstream_cidrs: [CIDR, ...] = [0.0.0.0/0, ::/0]
+///   upstream_cidrs: [CIDR, ...] = [0.0.0.0/0, ::/0]  # with a proxy: must keep some
+///                                       # address outside the denied ranges (error)
 ///   denied_cidrs: [CIDR, ...] = default_denied_ranges()
 ///   allow_cidrs: [CIDR, ...] = []       # overrides of denied_cidrs (warned about)
 ///
@@ -60,12 +62,18 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace egress::common {
 
 /// Kubernetes labels as matchLabels: ordered map, so rendering is deterministic.
 using label_map = std::map<std::string, std::string>;
+
+/// The label key egress-gen marks its GlobalNetworkSet of denied ranges with. Reserved:
+/// no selector of a config may use it, so that no rule selector meaning pods can be
+/// written to match the set (Calico rule selectors match network sets too).
+inline constexpr std::string_view denied_set_label_key = "egress-guard.io/address-set";
 
 /// A source or destination of in-cluster traffic.
 struct peer {
@@ -75,7 +83,10 @@ struct peer {
   std::optional<label_map> pod_selector;
   /// Namespaces by label; with `pod_selector` both must match (one peer, AND).
   std::optional<label_map> namespace_selector;
-  /// Egress peers: destination ports (TCP). Empty = the ports the workload serves.
+  /// Egress peers: destination port numbers. For a workload peer each number means every
+  /// protocol the workload serves that port with (5432 served over TCP and UDP opens
+  /// both); for a selector peer it means TCP. Empty (workload peers only) = every
+  /// (protocol, port) the workload serves.
   std::vector<std::uint16_t> ports;
   int line = 0;  ///< 1-based position of the peer in the file, for diagnostics
   int column = 0;
@@ -254,7 +265,9 @@ enum class accept_kind { deployment_only, deployment_or_proxy };
 /// Errors: unreadable file, YAML syntax, duplicate keys, unknown keys, wrong types,
 /// missing required keys, invalid names/labels/hosts/CIDRs/ports, cross-field problems
 /// (unknown workload, selector matching no workload, `proxy` class without a proxy,
-/// gateway without a selector, ...). Never throws for bad input.
+/// gateway without a selector, proxy and workload selectors that select each other's
+/// pods, the reserved `denied_set_label_key` in a selector, upstream ranges that lie
+/// wholly inside the denied ranges, ...). Never throws for bad input.
 std::optional<config> load_config(const std::string& path, accept_kind accept, diagnostics& diags);
 /// Same, from text already in memory; `path` names it in diagnostics.
 std::optional<config> load_config_text(const std::string& text, const std::string& path,

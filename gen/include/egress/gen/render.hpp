@@ -6,6 +6,7 @@
 #include "egress/common/config.hpp"
 #include "egress/gen/yaml_writer.hpp"
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,10 @@ struct render_options {
 /// Prefix of every object name and the value of the `app.kubernetes.io/part-of` label.
 inline constexpr std::string_view object_prefix = "egress-guard";
 
+/// Every renderer below throws std::logic_error rather than write an empty `to`, `from`,
+/// `ports` or workload podSelector (each would mean "everything"); a config the loader
+/// accepted never gets there.
+///
 /// networkpolicies.yaml: networking.k8s.io/v1 NetworkPolicy objects, in this order:
 /// the namespace default deny (podSelector {}, policyTypes Ingress and Egress, no rules);
 /// one policy per workload (its served ports as ingress rules; DNS egress to the kube-dns
@@ -44,13 +49,16 @@ inline constexpr std::string_view object_prefix = "egress-guard";
 std::vector<node> network_policies(const common::config& cfg, const render_options& opts = {});
 
 /// calico.yaml: projectcalico.org/v3 objects: the GlobalNetworkSet of effective denied
-/// ranges; a GlobalNetworkPolicy at `calico_order` applied to every pod of the namespace
+/// ranges (labelled `common::denied_set_label_key`: <namespace>-denied, and selected only
+/// as a network set); a GlobalNetworkPolicy at `calico_order` applied to every pod of the namespace
 /// that first allows the in-cluster paths the config allows (DNS, egress peers, proxy)
 /// and then denies the set (IPv4 and IPv6 in separate rules) and, in gateway mode, every
 /// other egress of `proxy` workloads (the proxy is their only way out); a GlobalNetworkPolicy at
 /// the same order denying all egress of `none` workloads; and a default deny for the
 /// namespace without an order (evaluated after Kubernetes NetworkPolicies) keeping DNS
-/// for the workloads that have it.
+/// for the workloads that have it. Every rule selector for pods carries a
+/// namespaceSelector, since a bare selector in a GlobalNetworkPolicy also matches network
+/// sets (and a set of private ranges holds every pod IP).
 /// Source: Calico docs, GlobalNetworkPolicy and GlobalNetworkSet (projectcalico.org/v3),
 /// "Get started with Calico network policy" (policy order, tiers, end-of-tier deny).
 std::vector<node> calico_objects(const common::config& cfg, const render_options& opts);
@@ -73,8 +81,15 @@ std::string summary(const common::config& cfg);
 /// every object carries `app.kubernetes.io/instance: {{ .Release.Name }}`,
 /// `app.kubernetes.io/managed-by: {{ .Release.Service }}` and
 /// `egress-guard.io/generated-by: egress-gen`.
-/// Errors: none for a validated config.
+/// Errors: `chart_error` ("FILE:LINE:1: error: ...") when a workload selector and the
+/// gateway pods of charts/egress-proxy select each other (their labels differ from the
+/// config's own proxy.selector, which the loader checked).
 std::vector<rendered_file> render_chart(const common::config& cfg, const render_options& opts);
+
+/// A config the loader accepted that the chart variant cannot render safely.
+struct chart_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 /// Writes each file to `dir` atomically (temporary file in `dir`, fsync, rename), creating
 /// `dir` if needed. Throws std::system_error on I/O failure; files already renamed stay.
