@@ -205,13 +205,7 @@ private:
                         p.transparent.http_ports.end();
       tcp::acceptor a(io_);
       tcp::endpoint ep(address, port);
-      error_code ec;
-      a.open(ep.protocol(), ec);
-      if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
-      if (!ec && ep.address().is_v6()) a.set_option(asio::ip::v6_only(false), ec);
-      if (!ec) a.bind(ep, ec);
-      if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
-      if (ec) {
+      if (auto ec = bind_and_listen(a, ep)) {
         std::string hint = port < 1024 && ec == asio::error::access_denied
                                ? "; ports below 1024 need the pod sysctl net.ipv4.ip_unprivileged_port_start=0 "
                                  "(or CAP_NET_BIND_SERVICE)"
@@ -224,14 +218,19 @@ private:
     }
   }
 
-  static void open(tcp::acceptor& a, const tcp::endpoint& ep, const char* what, const char* flag) {
+  // Opens `a` on `ep` (SO_REUSEADDR; an IPv6 address takes IPv4 too) and listens.
+  static error_code bind_and_listen(tcp::acceptor& a, const tcp::endpoint& ep) {
     error_code ec;
     a.open(ep.protocol(), ec);
     if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
     if (!ec && ep.address().is_v6()) a.set_option(asio::ip::v6_only(false), ec);
     if (!ec) a.bind(ep, ec);
     if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec)
+    return ec;
+  }
+
+  static void open(tcp::acceptor& a, const tcp::endpoint& ep, const char* what, const char* flag) {
+    if (auto ec = bind_and_listen(a, ep))
       throw std::runtime_error("cannot listen on " + endpoint_text(ep) + " (" + what + "): " + ec.message() +
                                "; choose another address with " + flag + " ADDR:PORT");
   }
