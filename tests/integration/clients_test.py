@@ -51,7 +51,12 @@ class ClientsTest(h.ProxyTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout, b"hello from upstream www.wikidata.org\n")
         d = self.proxy.wait_decision(verdict="allow")
-        self.assertEqual((d["method"], d["sni"], d["end"]), ("CONNECT", "www.wikidata.org", "eof"))
+        self.assertEqual((d["method"], d["sni"]), ("CONNECT", "www.wikidata.org"))
+        # curl closes as soon as it has the body; the server's session tickets may still be in
+        # flight to it, and closing a socket with unread bytes sends RST: then the relay's
+        # write fails and the line says "error" (a reset), otherwise "eof".
+        self.assertIn(d["end"], ("eof", "error"), d)
+        self.assertGreater(d["bytes_down"], 0, d)
 
     @unittest.skipUnless(CURL, "curl not installed")
     def test_curl_https_to_a_host_not_on_the_list_gets_403(self):
