@@ -163,70 +163,71 @@ std::optional<head_error> parse_absolute_target(std::string_view target, request
   return std::nullopt;
 }
 
-// A Host field value against the target (RFC 9110 §7.2, RFC 9112 §3.2).
-std::optional<head_error> check_host_field(std::string_view value, const request_head& r) {
+// A Host field value (RFC 9110 §7.2): uri-host [":" port], no userinfo; the host
+// normalised, the port as given (nullopt when absent). host_header_invalid otherwise.
+struct host_field {
+  common::host host;
+  std::optional<std::uint16_t> port;
+};
+boost::system::result<host_field, head_error> parse_host_field(std::string_view value) {
   if (value.find('@') != std::string_view::npos) return bad(reason::host_header_invalid);
   const auto parts = split_authority(value);
   if (!parts) return bad(reason::host_header_invalid);
-  const auto h = common::normalize_host(parts->host, common::host_syntax::uri);
+  auto h = common::normalize_host(parts->host, common::host_syntax::uri);
   if (!h) return bad(reason::host_header_invalid);
-  std::optional<std::uint16_t> port;
+  host_field f{std::move(*h), std::nullopt};
   if (parts->port) {
-    port = parse_port(*parts->port);
-    if (!port) return bad(reason::host_header_invalid);
-  } else if (r.form == request_form::absolute) {
-    port = http_default_port;
+    f.port = parse_port(*parts->port);
+    if (!f.port) return bad(reason::host_header_invalid);
   }
-  if (*h != r.host || (port && *port != r.port)) return bad(reason::host_mismatch);
+  return f;
+}
+
+// A Host field value against the target (RFC 9110 §7.2, RFC 9112 §3.2): absolute form
+// reads a missing port as 80, CONNECT as "any port".
+std::optional<head_error> check_host_field(std::string_view value, const request_head& r) {
+  auto f = parse_host_field(value);
+  if (!f) return f.error();
+  if (!f->port && r.form == request_form::absolute) f->port = http_default_port;
+  if (f->host != r.host || (f->port && *f->port != r.port)) return bad(reason::host_mismatch);
   return std::nullopt;
 }
 
 // Origin form: the Host field value is the target (RFC 9112 §3.3); its port, 80 when
 // absent, must be the listener's.
 std::optional<head_error> take_host_field(std::string_view value, request_head& r) {
-  if (value.find('@') != std::string_view::npos) return bad(reason::host_header_invalid);
-  const auto parts = split_authority(value);
-  if (!parts) return bad(reason::host_header_invalid);
-  auto h = common::normalize_host(parts->host, common::host_syntax::uri);
-  if (!h) return bad(reason::host_header_invalid);
-  std::uint16_t port = http_default_port;
-  if (parts->port) {
-    auto p = parse_port(*parts->port);
-    if (!p) return bad(reason::host_header_invalid);
-    port = *p;
-  }
-  if (port != r.port) return bad(reason::host_mismatch);
-  r.host = std::move(*h);
+  auto f = parse_host_field(value);
+  if (!f) return f.error();
+  if (f->port.value_or(http_default_port) != r.port) return bad(reason::host_mismatch);
+  r.host = std::move(f->host);
   return std::nullopt;
 }
 
-// Content-Length = 1*DIGIT (RFC 9110 §8.6), at most 2^64-1.
-std::optional<std::uint64_t> parse_content_length(std::string_view s) noexcept {
+// 1*DIGIT as an unsigned 64-bit number; nullopt when empty or not digits. Past 2^64-1:
+// nullopt, or 2^64-1 when `saturate`.
+std::optional<std::uint64_t> parse_decimal(std::string_view s, bool saturate) noexcept {
   if (s.empty()) return std::nullopt;
   constexpr auto max = std::numeric_limits<std::uint64_t>::max();
   std::uint64_t value = 0;
   for (char c : s) {
     if (!is_digit(c)) return std::nullopt;
     const auto digit = static_cast<std::uint64_t>(c - '0');
-    if (value > (max - digit) / 10) return std::nullopt;
-    value = value * 10 + digit;
+    if (value > (max - digit) / 10) {
+      if (!saturate) return std::nullopt;
+      value = max;
+    } else {
+      value = value * 10 + digit;
+    }
   }
   return value;
 }
 
+// Content-Length = 1*DIGIT (RFC 9110 §8.6), at most 2^64-1.
+std::optional<std::uint64_t> parse_content_length(std::string_view s) noexcept { return parse_decimal(s, false); }
+
 // Max-Forwards = 1*DIGIT (RFC 9110 §7.6.2); a value beyond 2^64-1 saturates (it still
 // allows more hops than any chain has).
-std::optional<std::uint64_t> parse_max_forwards(std::string_view s) noexcept {
-  if (s.empty()) return std::nullopt;
-  constexpr auto max = std::numeric_limits<std::uint64_t>::max();
-  std::uint64_t value = 0;
-  for (char c : s) {
-    if (!is_digit(c)) return std::nullopt;
-    const auto digit = static_cast<std::uint64_t>(c - '0');
-    value = value > (max - digit) / 10 ? max : value * 10 + digit;
-  }
-  return value;
-}
+std::optional<std::uint64_t> parse_max_forwards(std::string_view s) noexcept { return parse_decimal(s, true); }
 
 // Whether a field named `field` (Connection, Proxy-Connection) lists `option`.
 bool connection_lists(const request_head& r, std::string_view option, std::string_view field = "connection") {

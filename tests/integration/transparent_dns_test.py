@@ -405,8 +405,9 @@ class StandaloneResponderTest(ResponderChecks, unittest.TestCase):
 
 
 class ProxyResponderTest(ResponderChecks, unittest.TestCase):
-    """egress-proxy itself with proxy.capture dns. Skipped until server.cpp starts the
-    responder: it must then answer on proxy.dns.listen_address:port."""
+    """egress-proxy itself with proxy.capture dns: it answers on
+    proxy.dns.listen_address:port (skipped, saying so, if a binary without the responder
+    is tested)."""
 
     def start_responder(self, config: dict):
         directory = self.dir / "proxy"

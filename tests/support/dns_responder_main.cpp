@@ -1,7 +1,7 @@
 // egress-dns-responder-harness: the proxy's DNS responder room (proxy/src/dns_responder)
-// run on its own, from a proxy config, for tests/integration/transparent_dns_test.py
-// while the responder is not yet started by egress-proxy itself (and to test it apart
-// from the rest of the proxy). Not installed; not a product.
+// run on its own, from a proxy config, so tests/integration/transparent_dns_test.py can
+// test it apart from the rest of the proxy (egress-proxy runs the same room with capture
+// dns/both; the suite checks both). Not installed; not a product.
 //
 // usage: egress-dns-responder-harness --config FILE [--listen ADDR:PORT]
 //   --listen  where to answer (default proxy.dns.listen_address and proxy.dns.port);
